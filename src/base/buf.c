@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "buf.h"
+
+static int buf_reserve(struct kiln_buf *b, size_t extra)
+{
+        size_t need, cap;
+
+        if (extra > b->max || b->len > b->max - extra)
+                return -E2BIG;
+        need = b->len + extra + 1;
+        if (need <= b->cap)
+                return 0;
+        cap = b->cap ? b->cap : 64;
+        while (cap < need)
+                cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+        /* Never allocate far past the maximum the buffer may ever hold. */
+        if (cap > b->max + 1)
+                cap = b->max + 1;
+        b->data = kiln_xrealloc(b->data, cap);
+        b->cap = cap;
+        return 0;
+}
+
+int kiln_buf_append(struct kiln_buf *b, const void *p, size_t n)
+{
+        int r = buf_reserve(b, n);
+
+        if (r < 0)
+                return r;
+        if (n)
+                memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+}
+
+int kiln_buf_puts(struct kiln_buf *b, const char *s)
+{
+        return kiln_buf_append(b, s, strlen(s));
+}
+
+int kiln_buf_putc(struct kiln_buf *b, char c)
+{
+        return kiln_buf_append(b, &c, 1);
+}
+
+int kiln_buf_printf(struct kiln_buf *b, const char *fmt, ...)
+{
+        va_list ap;
+        int n, r;
+
+        va_start(ap, fmt);
+        n = vsnprintf(NULL, 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return -EINVAL;
+        r = buf_reserve(b, (size_t) n);
+        if (r < 0)
+                return r;
+        va_start(ap, fmt);
+        (void) vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
+        va_end(ap);
+        b->len += (size_t) n;
+        return 0;
+}
+
+void kiln_buf_reset(struct kiln_buf *b)
+{
+        b->len = 0;
+        if (b->data)
+                b->data[0] = '\0';
+}
+
+void kiln_buf_release(struct kiln_buf *b)
+{
+        free(b->data);
+        b->data = NULL;
+        b->len = b->cap = 0;
+}
+
+char *kiln_buf_steal(struct kiln_buf *b)
+{
+        char *p = b->data ? b->data : kiln_xstrdup("");
+
+        b->data = NULL;
+        b->len = b->cap = 0;
+        return p;
+}
