@@ -9,8 +9,8 @@
 #include "log.h"
 
 static const char *const level_names[_KILN_LOG_LEVEL_MAX] = {
-        [KILN_LOG_PANIC] = "panic", [KILN_LOG_FATAL] = "fatal", [KILN_LOG_ERROR] = "error",
-        [KILN_LOG_WARN] = "warning", [KILN_LOG_INFO] = "info",  [KILN_LOG_DEBUG] = "debug",
+        [KILN_LOG_PANIC] = "panic",  [KILN_LOG_FATAL] = "fatal", [KILN_LOG_ERROR] = "error",
+        [KILN_LOG_WARN] = "warning", [KILN_LOG_INFO] = "info",   [KILN_LOG_DEBUG] = "debug",
         [KILN_LOG_TRACE] = "trace",
 };
 
@@ -106,9 +106,8 @@ static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *ret)
  * and the few format characters Go escapes are not printable. */
 static bool rune_printable(uint32_t c)
 {
-        return !(c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0xad || c == 0x2028 ||
-                 c == 0x2029 || c == 0xfeff || (c >= 0x200b && c <= 0x200f) ||
-                 (c >= 0xfff9 && c <= 0xfffb));
+        return !(c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0xad || c == 0x2028 || c == 0x2029 ||
+                 c == 0xfeff || (c >= 0x200b && c <= 0x200f) || (c >= 0xfff9 && c <= 0xfffb));
 }
 
 /* strconv.Quote, which logrus uses through %q. */
@@ -216,8 +215,7 @@ static void append_json_string(struct kiln_buf *b, const char *v)
                         (void) kiln_buf_puts(b, "\\r");
                 else if (c == '\t')
                         (void) kiln_buf_puts(b, "\\t");
-                else if (c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x2028 ||
-                         c == 0x2029)
+                else if (c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x2028 || c == 0x2029)
                         (void) kiln_buf_printf(b, "\\u%04x", c);
                 else
                         (void) kiln_buf_append(b, s + i, len);
@@ -251,7 +249,8 @@ struct sorted_field {
 
 static int field_cmp(const void *a, const void *b)
 {
-        return strcmp(((const struct sorted_field *) a)->key, ((const struct sorted_field *) b)->key);
+        return strcmp(((const struct sorted_field *) a)->key,
+                      ((const struct sorted_field *) b)->key);
 }
 
 char *kiln_log_format_line(enum kiln_log_format f, enum kiln_log_level l, long long now_sec,

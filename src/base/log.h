@@ -74,19 +74,19 @@ char *kiln_log_format_line(enum kiln_log_format f, enum kiln_log_level l, long l
                            const struct kiln_log_field *fields, size_t n, const char *msg);
 
 /* log_info("started") or log_info_f(KILN_FIELDS({"addr", a}), "listening") */
-#define KILN_FIELDS(...)                                                                           \
-        ((const struct kiln_log_field[]){ __VA_ARGS__ }),                                          \
+#define KILN_FIELDS(...)                                  \
+        ((const struct kiln_log_field[]){ __VA_ARGS__ }), \
                 ELEMENTSOF(((const struct kiln_log_field[]){ __VA_ARGS__ }))
 
-#define log_full(l, ...)                                                                           \
-        do {                                                                                       \
-                if (kiln_log_enabled(l))                                                           \
-                        kiln_log_fields(l, NULL, 0, __VA_ARGS__);                                  \
+#define log_full(l, ...)                                          \
+        do {                                                      \
+                if (kiln_log_enabled(l))                          \
+                        kiln_log_fields(l, NULL, 0, __VA_ARGS__); \
         } while (0)
-#define log_full_f(l, fields, ...)                                                                 \
-        do {                                                                                       \
-                if (kiln_log_enabled(l))                                                           \
-                        kiln_log_fields(l, fields, __VA_ARGS__);                                   \
+#define log_full_f(l, fields, ...)                               \
+        do {                                                     \
+                if (kiln_log_enabled(l))                         \
+                        kiln_log_fields(l, fields, __VA_ARGS__); \
         } while (0)
 
 #define log_error(...)   log_full(KILN_LOG_ERROR, __VA_ARGS__)

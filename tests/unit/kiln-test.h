@@ -22,46 +22,48 @@ struct kiln_test {
         int (*func)(void);
 };
 
+/* clang-format off */
 #define TEST(n)                                                                                    \
         static int test_##n(void);                                                                 \
         static const struct kiln_test kiln_test_##n = { #n, test_##n };                            \
         __attribute__((used, section("kiln_tests"), aligned(sizeof(void *))))                      \
         static const struct kiln_test *const kiln_test_ptr_##n = &kiln_test_##n;                   \
         static int test_##n(void)
+/* clang-format on */
 
-#define KILN_TEST_FAIL(...)                                                                        \
-        do {                                                                                       \
-                printf("# %s:%d: ", __FILE__, __LINE__);                                           \
-                printf(__VA_ARGS__);                                                               \
-                printf("\n");                                                                      \
-                return -1;                                                                         \
+#define KILN_TEST_FAIL(...)                              \
+        do {                                             \
+                printf("# %s:%d: ", __FILE__, __LINE__); \
+                printf(__VA_ARGS__);                     \
+                printf("\n");                            \
+                return -1;                               \
         } while (0)
 
-#define ASSERT_TRUE(x)                                                                             \
-        do {                                                                                       \
-                if (!(x))                                                                          \
-                        KILN_TEST_FAIL("assertion failed: %s", #x);                                \
+#define ASSERT_TRUE(x)                                              \
+        do {                                                        \
+                if (!(x))                                           \
+                        KILN_TEST_FAIL("assertion failed: %s", #x); \
         } while (0)
 
-#define ASSERT_EQ_INT(a, b)                                                                        \
-        do {                                                                                       \
-                intmax_t _a = (intmax_t) (a), _b = (intmax_t) (b);                                 \
-                if (_a != _b)                                                                      \
-                        KILN_TEST_FAIL("%s == %s: %jd != %jd", #a, #b, _a, _b);                    \
+#define ASSERT_EQ_INT(a, b)                                                     \
+        do {                                                                    \
+                intmax_t _a = (intmax_t) (a), _b = (intmax_t) (b);              \
+                if (_a != _b)                                                   \
+                        KILN_TEST_FAIL("%s == %s: %jd != %jd", #a, #b, _a, _b); \
         } while (0)
 
-#define ASSERT_STREQ(a, b)                                                                         \
-        do {                                                                                       \
-                const char *_a = (a), *_b = (b);                                                   \
-                if (!_a || !_b || strcmp(_a, _b) != 0)                                             \
-                        KILN_TEST_FAIL("%s == %s: \"%s\" != \"%s\"", #a, #b, _a ? _a : "(null)",   \
-                                       _b ? _b : "(null)");                                        \
+#define ASSERT_STREQ(a, b)                                                                       \
+        do {                                                                                     \
+                const char *_a = (a), *_b = (b);                                                 \
+                if (!_a || !_b || strcmp(_a, _b) != 0)                                           \
+                        KILN_TEST_FAIL("%s == %s: \"%s\" != \"%s\"", #a, #b, _a ? _a : "(null)", \
+                                       _b ? _b : "(null)");                                      \
         } while (0)
 
 /* r >= 0; prints the errno name on failure. */
-#define ASSERT_OK(r)                                                                               \
-        do {                                                                                       \
-                intmax_t _r = (intmax_t) (r);                                                      \
-                if (_r < 0)                                                                        \
-                        KILN_TEST_FAIL("%s: %jd (%s)", #r, _r, strerror((int) -_r));               \
+#define ASSERT_OK(r)                                                                 \
+        do {                                                                         \
+                intmax_t _r = (intmax_t) (r);                                        \
+                if (_r < 0)                                                          \
+                        KILN_TEST_FAIL("%s: %jd (%s)", #r, _r, strerror((int) -_r)); \
         } while (0)

@@ -20,12 +20,12 @@ TEST(text_matches_logrus)
         _cleanup_free_ char *line = NULL;
 
         use_utc();
-        line = kiln_log_format_line(
-                KILN_LOG_TEXT, KILN_LOG_DEBUG, T0,
-                KILN_FIELDS({ "url", "http://127.0.0.1:5000/v2/?ns=docker.io" },
-                            { "request.method", "GET" }, { "spanID", "0123abcd" },
-                            { "response.status", "200 OK" }, { "empty", "" }),
-                "do request");
+        line = kiln_log_format_line(KILN_LOG_TEXT, KILN_LOG_DEBUG, T0,
+                                    KILN_FIELDS({ "url", "http://127.0.0.1:5000/v2/?ns=docker.io" },
+                                                { "request.method", "GET" },
+                                                { "spanID", "0123abcd" },
+                                                { "response.status", "200 OK" }, { "empty", "" }),
+                                    "do request");
         ASSERT_STREQ(line, "time=\"2026-11-28T04:09:44Z\" level=debug msg=\"do request\" empty= "
                            "request.method=GET response.status=\"200 OK\" spanID=0123abcd "
                            "url=\"http://127.0.0.1:5000/v2/?ns=docker.io\"\n");
@@ -77,8 +77,9 @@ TEST(json_sorted_and_escaped)
         line = kiln_log_format_line(KILN_LOG_JSON, KILN_LOG_ERROR, T0,
                                     KILN_FIELDS({ "zeta", "<&>" }, { "alpha", "a\"b\n" }),
                                     "failed");
-        ASSERT_STREQ(line, "{\"alpha\":\"a\\\"b\\n\",\"level\":\"error\",\"msg\":\"failed\","
-                           "\"time\":\"2026-11-28T04:09:44Z\",\"zeta\":\"\\u003c\\u0026\\u003e\"}\n");
+        ASSERT_STREQ(line,
+                     "{\"alpha\":\"a\\\"b\\n\",\"level\":\"error\",\"msg\":\"failed\","
+                     "\"time\":\"2026-11-28T04:09:44Z\",\"zeta\":\"\\u003c\\u0026\\u003e\"}\n");
         return 0;
 }
 

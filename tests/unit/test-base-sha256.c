@@ -22,7 +22,8 @@ TEST(streaming_equals_one_shot)
 
         ASSERT_TRUE(s);
         for (size_t i = 0; i < sizeof(text) - 1; i += 5)
-                kiln_sha256_update(s, text + i, (sizeof(text) - 1 - i < 5 ? sizeof(text) - 1 - i : 5));
+                kiln_sha256_update(s, text + i,
+                                   (sizeof(text) - 1 - i < 5 ? sizeof(text) - 1 - i : 5));
         kiln_sha256_final_hex(s, a);
         kiln_sha256_free(s);
         kiln_sha256_hex(text, sizeof(text) - 1, b);
