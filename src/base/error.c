@@ -4,7 +4,8 @@
 
 #include "error.h"
 
-static int error_setv(struct kiln_error **err, int code, char *prefix, const char *fmt, va_list ap)
+_printf_(4, 0) static int error_setv(struct kiln_error **err, int code, char *prefix,
+                                     const char *fmt, va_list ap)
 {
         _cleanup_free_ char *msg = NULL;
         struct kiln_error *e;

@@ -49,9 +49,14 @@ struct kiln_toml_value {
         enum kiln_toml_type type;
         struct kiln_toml_pos pos; /* where the value starts ([header] for tables) */
         union {
-                /* STRING (decoded, may contain NUL bytes: use len) and the
-                 * four date-time kinds (normalised RFC 3339 text: 'T'
-                 * separator, upper-case 'Z', e.g. "1979-05-27T07:32:00Z"). */
+                /* STRING (decoded, may contain NUL bytes: use len; a newline
+                 * in a multi-line string is always "\n", also where the file
+                 * has CRLF) and the four date-time kinds (normalised RFC 3339
+                 * text: 'T' separator, upper-case 'Z', other offsets and the
+                 * fraction of a second as written, e.g.
+                 * "1979-05-27T07:32:00Z", "1979-05-27T00:32:00.999-07:00",
+                 * "1979-05-27", "07:32:00"). Date-times are validated (month,
+                 * day incl. leap years, hour, minute, second 00-60, offset). */
                 struct {
                         char *s;
                         size_t len;
@@ -65,7 +70,8 @@ struct kiln_toml_value {
 };
 
 struct kiln_toml_entry {
-        char *key; /* decoded key segment (no dots) */
+        char *key;      /* decoded key segment (no dots), NUL-terminated */
+        size_t key_len; /* length of key: a quoted key may contain "\u0000" */
         struct kiln_toml_pos key_pos;
         struct kiln_toml_value *value;
 };
@@ -79,16 +85,25 @@ struct kiln_toml_table {
 /* Parses data[0..len) (UTF-8, no BOM handling beyond skipping a leading one).
  * On success *ret is the root table value (type KILN_TOML_TABLE), owned by
  * the caller. On failure returns -EINVAL (or -E2BIG past the limits in
- * base/limits.h) and sets *err with err->line/col and a message
- * "LINE:COL: what is wrong". */
+ * base/limits.h: document size, string length, nesting depth) and sets *err
+ * with err->line/col and a message "LINE:COL: what is wrong"; *ret is left
+ * untouched. Columns count bytes from 1; a leading BOM does not count.
+ * Thread safe: keeps no state between calls. */
 int kiln_toml_parse(const char *data, size_t len, struct kiln_toml_value **ret,
                     struct kiln_error **err);
 
-/* Looks a key up in a table; NULL if absent. */
+/* Looks a key up in a table; NULL if absent. Linear in the table size. */
 const struct kiln_toml_entry *kiln_toml_table_find(const struct kiln_toml_table *t,
                                                    const char *key);
+/* As kiln_toml_table_find, for a key of len bytes that may contain NUL. */
+const struct kiln_toml_entry *kiln_toml_table_findn(const struct kiln_toml_table *t,
+                                                    const char *key, size_t len);
 
-const char *kiln_toml_type_to_string(enum kiln_toml_type t); /* "string", "integer", ... */
+/* "string", "integer", "float", "bool", "datetime", "datetime-local",
+ * "date-local", "time-local", "array", "table" (toml-test's names); NULL
+ * for a value outside the enum. */
+const char *kiln_toml_type_to_string(enum kiln_toml_type t);
 
+/* Frees v and everything below it; NULL-safe; returns NULL. */
 struct kiln_toml_value *kiln_toml_value_free(struct kiln_toml_value *v);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_toml_value *, kiln_toml_value_free);
