@@ -64,16 +64,22 @@ char *kiln_xstrndup(const char *s, size_t n)
         return p;
 }
 
+char *kiln_xvasprintf(const char *fmt, va_list ap)
+{
+        char *p;
+
+        if (vasprintf(&p, fmt, ap) < 0)
+                oom();
+        return p;
+}
+
 char *kiln_xasprintf(const char *fmt, ...)
 {
         va_list ap;
         char *p;
-        int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&p, fmt, ap);
+        p = kiln_xvasprintf(fmt, ap);
         va_end(ap);
-        if (r < 0)
-                oom();
         return p;
 }

@@ -16,15 +16,14 @@ _printf_(4, 0) static int error_setv(struct kiln_error **err, int code, char *pr
                 free(prefix);
                 return code;
         }
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        msg = kiln_xvasprintf(fmt, ap);
         e = kiln_xcalloc(1, sizeof(*e));
         e->code = code;
         if (prefix) {
-                e->message = kiln_xasprintf("%s%s", prefix, msg ? msg : "");
+                e->message = kiln_xasprintf("%s%s", prefix, msg);
                 free(prefix);
         } else
-                e->message = msg ? TAKE_PTR(msg) : kiln_xstrdup("");
+                e->message = TAKE_PTR(msg);
         kiln_error_free(*err);
         *err = e;
         return code;
@@ -72,11 +71,8 @@ int kiln_error_wrap(struct kiln_error **err, const char *fmt, ...)
         if (!*err)
                 return kiln_error_set(err, -EIO, "internal error: wrapping an unset error");
         va_start(ap, fmt);
-        if (vasprintf(&ctx, fmt, ap) < 0)
-                ctx = NULL;
+        ctx = kiln_xvasprintf(fmt, ap);
         va_end(ap);
-        if (!ctx)
-                return (*err)->code;
         msg = kiln_xasprintf("%s: %s", ctx, (*err)->message);
         free((*err)->message);
         (*err)->message = msg;

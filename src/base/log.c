@@ -314,8 +314,7 @@ void kiln_log_fieldsv(enum kiln_log_level l, const struct kiln_log_field *fields
 
         if (!kiln_log_enabled(l))
                 return;
-        if (vasprintf(&msg, fmt, ap) < 0)
-                return;
+        msg = kiln_xvasprintf(fmt, ap);
         line = kiln_log_format_line(log_format, l, (long long) time(NULL), fields, n, msg);
         len = strlen(line);
         pthread_mutex_lock(&log_lock);

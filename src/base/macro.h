@@ -10,6 +10,7 @@
  */
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -96,6 +97,7 @@ void *kiln_xreallocarray(void *p, size_t n, size_t size);
 char *kiln_xstrdup(const char *s);
 char *kiln_xstrndup(const char *s, size_t n);
 char *kiln_xasprintf(const char *fmt, ...) _printf_(1, 2);
+char *kiln_xvasprintf(const char *fmt, va_list ap) _printf_(1, 0);
 
 /* Last, after the system headers it redefines names from. */
 #include "banned.h"

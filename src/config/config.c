@@ -130,8 +130,7 @@ void kiln_config_diags_add(struct kiln_config_diags *d, enum kiln_config_diag_le
         char *m = NULL;
 
         va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                abort();
+        m = kiln_xvasprintf(fmt, ap);
         va_end(ap);
         d->items = kiln_xreallocarray(d->items, d->n + 1, sizeof(*d->items));
         d->items[d->n++] = (struct kiln_config_diag){
@@ -173,6 +172,29 @@ char *kiln_config_diag_format(const struct kiln_config_diag *g)
         if (g->file)
                 return kiln_xasprintf("%s: %s: %s", g->file, lvl, g->message);
         return kiln_xasprintf("%s: %s", lvl, g->message);
+}
+
+static int diag_cmp(const void *a, const void *b)
+{
+        const struct kiln_config_diag *x = a, *y = b;
+        bool xl = x->file && x->line > 0, yl = y->file && y->line > 0;
+
+        /* Positions in the file first, in file order; the rest (flags,
+         * whole-file problems) after, in the order they were found. */
+        if (xl != yl)
+                return xl ? -1 : 1;
+        if (xl && x->line != y->line)
+                return x->line < y->line ? -1 : 1;
+        if (xl && x->col != y->col)
+                return x->col < y->col ? -1 : 1;
+        return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+void kiln_config_diags_sort(struct kiln_config_diags *d)
+{
+        for (size_t i = 0; i < d->n; i++)
+                d->items[i].seq = i;
+        qsort(d->items, d->n, sizeof(*d->items), diag_cmp);
 }
 
 void kiln_config_diags_print(const struct kiln_config_diags *d, FILE *f)
@@ -291,8 +313,7 @@ _printf_(4, 5) static void diag_origin(const struct kiln_config *c, struct kiln_
         va_list ap;
 
         va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                abort();
+        m = kiln_xvasprintf(fmt, ap);
         va_end(ap);
         if (o && o->flag)
                 kiln_config_diags_add(d, KILN_CONFIG_ERROR, NULL, 0, 0, "%s: %s", o->flag, m);

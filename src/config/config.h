@@ -289,6 +289,7 @@ struct kiln_config_diag {
         char *file;         /* NULL for a problem on the command line */
         unsigned line, col; /* 0 when unknown */
         char *message;
+        size_t seq; /* order found, for a stable sort */
 };
 
 struct kiln_config_diags {
@@ -301,6 +302,9 @@ void kiln_config_diags_add(struct kiln_config_diags *d, enum kiln_config_diag_le
         _printf_(6, 7);
 size_t kiln_config_diags_count(const struct kiln_config_diags *d, enum kiln_config_diag_level l);
 void kiln_config_diags_release(struct kiln_config_diags *d);
+/* Orders by position in the file, then the problems with no position
+ * (command line, whole file) in the order they were found. */
+void kiln_config_diags_sort(struct kiln_config_diags *d);
 /* "file:line:col: warning: msg" (or "error:"), one per line; no location
  * prefix for command-line problems. */
 void kiln_config_diags_print(const struct kiln_config_diags *d, FILE *f);

@@ -444,8 +444,7 @@ _printf_(3, 4) static int flag_error(struct kiln_config_cli *cli, struct kiln_er
         _cleanup_free_ char *m = NULL;
 
         va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                abort();
+        m = kiln_xvasprintf(fmt, ap);
         va_end(ap);
         kiln_config_diags_add(&cli->diags, KILN_CONFIG_ERROR, NULL, 0, 0, "%s", m);
         return kiln_error_set(err, -EINVAL, "%s", m);
@@ -837,6 +836,7 @@ int kiln_config_cli_parse(int argc, char **argv, struct kiln_config_cli **ret,
         /* Once more: normalises what the flags set (log level spelling). */
         kiln_config_set_defaults(cli->config);
         (void) kiln_config_check(cli->config, &cli->diags);
+        kiln_config_diags_sort(&cli->diags);
 
         r = 0;
         if (kiln_config_diags_count(&cli->diags, KILN_CONFIG_ERROR) > 0) {

@@ -504,8 +504,7 @@ _printf_(4, 5) static void diag(struct lctx *x, enum kiln_config_diag_level l,
         _cleanup_free_ char *m = NULL;
 
         va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                abort();
+        m = kiln_xvasprintf(fmt, ap);
         va_end(ap);
         if (l == KILN_CONFIG_ERROR)
                 x->errors++;

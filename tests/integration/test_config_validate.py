@@ -248,12 +248,12 @@ def test_bad_enums_units_and_durations(kilnd, tmp_path):
                                "unsupported log level \"verbose\"")
     assert lines[2] == (f"{path}:5:15: error: invalid value for 'networkMode' in [worker.oci]: "
                         "\"cnl\" is not one of auto, cni, host, bridge; did you mean \"cni\"?")
-    assert lines[3].startswith(f"{path}:7:16: error: invalid value for 'minFreeSpace' in "
-                               "[worker.oci]: invalid disk space \"20 GiBs\"")
-    assert lines[4].startswith(f"{path}:9:16: error: invalid value for 'keepDuration' in "
-                               "[[worker.oci.gcpolicy]] #1: invalid duration \"2 days\"")
-    assert lines[5].startswith(f"{path}:6:15: error: invalid value for 'snapshotter' in "
+    assert lines[3].startswith(f"{path}:6:15: error: invalid value for 'snapshotter' in "
                                "[worker.oci]: unknown snapshotter name \"overlay\"")
+    assert lines[4].startswith(f"{path}:7:16: error: invalid value for 'minFreeSpace' in "
+                               "[worker.oci]: invalid disk space \"20 GiBs\"")
+    assert lines[5].startswith(f"{path}:9:16: error: invalid value for 'keepDuration' in "
+                               "[[worker.oci.gcpolicy]] #1: invalid duration \"2 days\"")
     assert len(lines) == 6
 
 
@@ -262,6 +262,15 @@ def test_all_problems_reported_warnings_too(kilnd, tmp_path):
                            "gc = \"yes\"\n")
     lines = failing(kilnd, "--config", str(path))
     assert [l.split(": ")[1] for l in lines] == ["warning", "error", "error"]
+
+
+def test_problems_come_in_file_order_flags_last(kilnd, tmp_path):
+    # The snapshotter is checked after the whole file is read; it still
+    # comes before the later lines, and the flag's problem comes last.
+    path = write(tmp_path, "[worker.oci]\nsnapshotter = \"overlay\"\n"
+                           "[system]\nmaxRegistryConcurrency = 0\n")
+    lines = failing(kilnd, "--config", str(path), "--oci-worker-net", "bogus")
+    assert [l.split(": ")[0] for l in lines] == [f"{path}:2:15", f"{path}:4:26", "error"], lines
 
 
 def test_missing_explicit_config(kilnd, tmp_path):

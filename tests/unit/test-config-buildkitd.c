@@ -9,6 +9,7 @@
 #include "base/buf.h"
 #include "base/fs.h"
 #include "config/config.h"
+#include "config-test-util.h"
 #include "kiln-test.h"
 
 struct loaded {
@@ -29,23 +30,6 @@ static struct loaded load(const char *toml)
         l.r = kiln_config_load_string(l.c, "t.toml", toml, strlen(toml), &l.d);
         return l;
 }
-
-/* Finds a diagnostic whose "file:line:col: level: message" contains needle. */
-static bool has_diag(const struct kiln_config_diags *d, const char *needle)
-{
-        for (size_t i = 0; i < d->n; i++) {
-                char *s = kiln_config_diag_format(&d->items[i]);
-                bool ok = strstr(s, needle) != NULL;
-                free(s);
-                if (ok)
-                        return true;
-        }
-        printf("# no diagnostic contains: %s\n", needle);
-        kiln_config_diags_print(d, stdout);
-        return false;
-}
-
-#define ASSERT_DIAG(d, needle) ASSERT_TRUE(has_diag(d, needle))
 
 /* The documented example (docs/buildkitd.toml.md), abridged where it only
  * repeats itself. */

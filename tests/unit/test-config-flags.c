@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "config/config.h"
+#include "config-test-util.h"
 #include "kiln-test.h"
 
 static char tmp_path[64];
@@ -45,22 +46,6 @@ static int parse(struct kiln_config_cli **cli, struct kiln_error **err, ...)
         *cli = NULL;
         return kiln_config_cli_parse(argc, argv, cli, err);
 }
-
-static bool has_diag(const struct kiln_config_diags *d, const char *needle)
-{
-        for (size_t i = 0; i < d->n; i++) {
-                char *s = kiln_config_diag_format(&d->items[i]);
-                bool ok = strstr(s, needle) != NULL;
-                free(s);
-                if (ok)
-                        return true;
-        }
-        printf("# no diagnostic contains: %s\n", needle);
-        kiln_config_diags_print(d, stdout);
-        return false;
-}
-
-#define ASSERT_DIAG(d, needle) ASSERT_TRUE(has_diag(d, needle))
 
 /* Tests do not read /etc/buildkit/buildkitd.toml: --config "" reads none. */
 #define NOFILE "--config="
