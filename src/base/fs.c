@@ -59,32 +59,43 @@ int kiln_mkdir_p(const char *path, unsigned mode)
 
 int kiln_write_file_atomic(const char *path, const void *data, size_t n, unsigned mode)
 {
-        _cleanup_free_ char *tmp = kiln_xasprintf("%s.tmp.%d", path, (int) getpid());
-        _cleanup_close_ int fd = -1;
+        _cleanup_free_ char *tmp = kiln_xasprintf("%s.XXXXXX", path);
+        _cleanup_free_ char *dir = kiln_xstrdup(path);
+        _cleanup_close_ int fd = -1, dfd = -1;
         const char *p = data;
+        char *slash;
+        int r;
 
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        /* mkostemp: a fresh name opened with O_EXCL, so nothing planted at a
+         * guessable name is ever written through. */
+        fd = mkostemp(tmp, O_CLOEXEC);
         if (fd < 0)
                 return -errno;
+        if (fchmod(fd, mode) < 0)
+                goto fail;
         while (n > 0) {
                 ssize_t w = write(fd, p, n);
 
-                if (w < 0) {
-                        int r = -errno;
-
-                        if (r == -EINTR)
-                                continue;
-                        (void) unlink(tmp);
-                        return r;
-                }
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w < 0)
+                        goto fail;
                 p += w;
                 n -= (size_t) w;
         }
-        if (fsync(fd) < 0 || rename(tmp, path) < 0) {
-                int r = -errno;
+        if (fsync(fd) < 0 || rename(tmp, path) < 0)
+                goto fail;
 
-                (void) unlink(tmp);
-                return r;
-        }
+        /* The rename itself survives a crash once the directory is synced. */
+        slash = strrchr(dir, '/');
+        if (slash)
+                *(slash == dir ? slash + 1 : slash) = '\0';
+        dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0)
+                (void) fsync(dfd);
         return 0;
+fail:
+        r = -errno;
+        (void) unlink(tmp);
+        return r;
 }

@@ -102,12 +102,15 @@ static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *ret)
         return len;
 }
 
-/* Go's unicode.IsPrint, closely enough for log values: C0/C1 controls, DEL
- * and the few format characters Go escapes are not printable. */
+/* Go's unicode.IsPrint, closely enough for log values: controls, spaces
+ * other than U+0020, format characters and private-use code points are
+ * escaped. Unassigned code points are printed as they are. */
 static bool rune_printable(uint32_t c)
 {
-        return !(c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0xad || c == 0x2028 || c == 0x2029 ||
-                 c == 0xfeff || (c >= 0x200b && c <= 0x200f) || (c >= 0xfff9 && c <= 0xfffb));
+        return !(c < 0x20 || (c >= 0x7f && c <= 0xa0) || c == 0xad || c == 0x1680 ||
+                 (c >= 0x2000 && c <= 0x200f) || (c >= 0x2028 && c <= 0x202f) ||
+                 (c >= 0x205f && c <= 0x206f) || c == 0x3000 || c == 0xfeff ||
+                 (c >= 0xfff9 && c <= 0xfffb) || (c >= 0xe000 && c <= 0xf8ff) || c >= 0xf0000);
 }
 
 /* strconv.Quote, which logrus uses through %q. */
@@ -215,6 +218,10 @@ static void append_json_string(struct kiln_buf *b, const char *v)
                         (void) kiln_buf_puts(b, "\\r");
                 else if (c == '\t')
                         (void) kiln_buf_puts(b, "\\t");
+                else if (c == '\b')
+                        (void) kiln_buf_puts(b, "\\b");
+                else if (c == '\f')
+                        (void) kiln_buf_puts(b, "\\f");
                 else if (c < 0x20 || c == '<' || c == '>' || c == '&' || c == 0x2028 || c == 0x2029)
                         (void) kiln_buf_printf(b, "\\u%04x", c);
                 else
@@ -242,6 +249,18 @@ static void format_time(long long now, char *out, size_t n)
                                 labs(off) / 60, labs(off) % 60);
 }
 
+/* logrus renames fields that clash with its own: "msg" becomes "fields.msg". */
+static const char *clash_key(const char *key)
+{
+        if (streq(key, "time"))
+                return "fields.time";
+        if (streq(key, "level"))
+                return "fields.level";
+        if (streq(key, "msg"))
+                return "fields.msg";
+        return key;
+}
+
 struct sorted_field {
         const char *key;
         const char *value;
@@ -266,7 +285,8 @@ char *kiln_log_format_line(enum kiln_log_format f, enum kiln_log_level l, long l
         sorted = kiln_xcalloc(n + 3, sizeof(*sorted));
         for (i = 0; i < n; i++)
                 if (fields[i].key)
-                        sorted[m++] = (struct sorted_field){ fields[i].key, fields[i].value ?: "" };
+                        sorted[m++] = (struct sorted_field){ clash_key(fields[i].key),
+                                                             fields[i].value ?: "" };
 
         if (f == KILN_LOG_JSON) {
                 sorted[m++] = (struct sorted_field){ "level", level };

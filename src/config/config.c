@@ -192,6 +192,8 @@ static int diag_cmp(const void *a, const void *b)
 
 void kiln_config_diags_sort(struct kiln_config_diags *d)
 {
+        if (d->n < 2)
+                return;
         for (size_t i = 0; i < d->n; i++)
                 d->items[i].seq = i;
         qsort(d->items, d->n, sizeof(*d->items), diag_cmp);
@@ -366,6 +368,14 @@ int kiln_config_check(struct kiln_config *c, struct kiln_config_diags *d)
         if (c->grpc.tls.ca && *c->grpc.tls.ca && !cert && !key)
                 diag_origin(c, d, OFF(grpc.tls.ca),
                             "[grpc.tls] 'ca' (--tlscacert) needs 'cert' and 'key' too");
+        /* Stricter than buildkitd on purpose (DESIGN section 8): whoever
+         * reaches the API can run builds as root, so TCP needs TLS. */
+        for (size_t i = 0; !cert && i < c->grpc.n_address; i++)
+                if (startswith(c->grpc.address[i], "tcp://"))
+                        diag_origin(c, d, OFF(grpc.address),
+                                    "listening on '%s' needs TLS: TCP requires [grpc.tls] cert "
+                                    "and key (--tlscert and --tlskey)",
+                                    c->grpc.address[i]);
         return kiln_config_diags_count(d, KILN_CONFIG_ERROR) > errors ? -EINVAL : 0;
 }
 

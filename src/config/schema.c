@@ -19,6 +19,7 @@
 
 #include "base/buf.h"
 #include "base/log.h"
+#include "config/address.h"
 #include "config/config-internal.h"
 
 /* ---- value checks ---- */
@@ -132,18 +133,17 @@ static int check_platform(const char *s, char **why)
 /* buildkitd's listeners: unix://, tcp://, fd:// (npipe:// is Windows only). */
 static int check_address(const char *s, char **why)
 {
-        const char *sep = strstr(s, "://");
+        _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+        struct kiln_config_address a = { .kind = _KILN_CONFIG_ADDRESS_KIND_INVALID };
+        int r;
 
-        if (!sep) {
-                *why = kiln_xasprintf("address \"%s\" has no scheme; did you mean \"unix://%s\"?",
-                                      s, s);
-                return -EINVAL;
+        r = kiln_config_address_parse(s, &a, &err);
+        if (r < 0) {
+                *why = kiln_xstrdup(kiln_error_message(err));
+                return r;
         }
-        if (startswith(s, "unix://") || startswith(s, "tcp://") || startswith(s, "fd://"))
-                return 0;
-        *why = kiln_xasprintf("address \"%s\" is not supported; expected unix://, tcp:// or fd://",
-                              s);
-        return -EINVAL;
+        kiln_config_address_release(&a);
+        return 0;
 }
 
 static int check_mirror(const char *s, char **why)

@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include "base/error.h"
+#include "config/address.h"
 #include "daemon.h"
 
 struct MHD_Daemon;
@@ -30,32 +31,10 @@ struct kiln_config;
 /* Longest message from libmicrohttpd that is kept for an error. */
 #define KILN_DAEMON_MHD_MESSAGE_MAX 256u
 
-enum kiln_daemon_address_kind {
-        KILN_DAEMON_ADDRESS_UNIX,
-        KILN_DAEMON_ADDRESS_TCP,
-        _KILN_DAEMON_ADDRESS_KIND_MAX,
-        _KILN_DAEMON_ADDRESS_KIND_INVALID = -EINVAL,
-};
-
-/* One --addr, parsed. */
-struct kiln_daemon_address {
-        enum kiln_daemon_address_kind kind;
-        char *path; /* unix: the socket's path */
-        char *host; /* tcp: "" for every address; brackets of IPv6 removed */
-        char *port; /* tcp: decimal */
-};
-
-/* Parses "unix://PATH" or "tcp://HOST:PORT" (HOST may be "[v6]" or empty).
- * fd:// and npipe:// are refused as unsupported. Fills *ret (release with
- * kiln_daemon_address_release) or returns -EINVAL and *err. */
-int kiln_daemon_address_parse(const char *s, struct kiln_daemon_address *ret,
-                              struct kiln_error **err);
-void kiln_daemon_address_release(struct kiln_daemon_address *a);
-
 struct kiln_daemon_listener {
         struct kiln_daemon *daemon; /* back pointer, for the HTTP handlers */
         char *address;              /* as configured, for logs and errors */
-        struct kiln_daemon_address parsed;
+        struct kiln_config_address parsed;
         int fd;         /* listening socket until handed to MHD, then -1 */
         bool tls;       /* TCP: served over TLS */
         bool mtls;      /* TLS with --tlscacert: a verified client cert is required */

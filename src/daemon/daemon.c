@@ -183,14 +183,16 @@ static int setup_signals(struct kiln_daemon *d, struct kiln_error **err)
 {
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
         sigset_t mask;
+        int r;
 
         /* Signals are read from a signalfd in the loop: no handler runs in
          * an arbitrary place, and stopping is ordinary code. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
-        if (pthread_sigmask(SIG_BLOCK, &mask, &d->saved_mask) != 0)
-                return kiln_error_set(err, -EINVAL, "block signals");
+        r = pthread_sigmask(SIG_BLOCK, &mask, &d->saved_mask);
+        if (r != 0)
+                return kiln_error_set(err, -r, "block SIGTERM and SIGINT: %s", strerror(r));
         d->mask_saved = true;
 
         d->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -230,10 +232,10 @@ int kiln_daemon_new(const struct kiln_config *config, const char *config_path,
                 l->daemon = d;
                 l->fd = -1;
                 l->address = kiln_xstrdup(config->grpc.address[i]);
-                r = kiln_daemon_address_parse(l->address, &l->parsed, err);
+                r = kiln_config_address_parse(l->address, &l->parsed, err);
                 if (r < 0)
                         return r;
-                l->tls = l->parsed.kind == KILN_DAEMON_ADDRESS_TCP;
+                l->tls = l->parsed.kind == KILN_CONFIG_ADDRESS_TCP;
                 l->mtls = l->tls && config->grpc.tls.ca && config->grpc.tls.ca[0];
         }
 
@@ -263,7 +265,7 @@ int kiln_daemon_new(const struct kiln_config *config, const char *config_path,
                 if (r < 0)
                         return r;
                 log_info_f(KILN_FIELDS({ "addr", l->address }), "running server on %s",
-                           l->parsed.kind == KILN_DAEMON_ADDRESS_UNIX ? l->parsed.path
+                           l->parsed.kind == KILN_CONFIG_ADDRESS_UNIX ? l->parsed.path
                                                                       : l->address);
         }
 
@@ -329,7 +331,7 @@ struct kiln_daemon *kiln_daemon_free(struct kiln_daemon *d)
                 return NULL;
         for (size_t i = 0; i < d->n_listeners; i++) {
                 kiln_daemon_listener_close(&d->listeners[i]);
-                kiln_daemon_address_release(&d->listeners[i].parsed);
+                kiln_config_address_release(&d->listeners[i].parsed);
                 free(d->listeners[i].address);
         }
         free(d->listeners);

@@ -10,101 +10,6 @@
 #include "config/config.h"
 #include "daemon-internal.h"
 
-void kiln_daemon_address_release(struct kiln_daemon_address *a)
-{
-        free(a->path);
-        free(a->host);
-        free(a->port);
-        *a = (struct kiln_daemon_address){ .kind = _KILN_DAEMON_ADDRESS_KIND_INVALID };
-}
-
-static int parse_tcp(const char *s, const char *hostport, struct kiln_daemon_address *ret,
-                     struct kiln_error **err)
-{
-        const char *colon, *host = hostport;
-        size_t host_len;
-        char *end;
-        long port;
-
-        if (hostport[0] == '[') {
-                const char *close = strchr(hostport, ']');
-
-                if (!close || close[1] != ':')
-                        return kiln_error_set(err, -EINVAL,
-                                              "invalid address '%s': expected tcp://[IPV6]:PORT",
-                                              s);
-                host = hostport + 1;
-                host_len = (size_t) (close - host);
-                colon = close + 1;
-        } else {
-                colon = strrchr(hostport, ':');
-                if (!colon)
-                        return kiln_error_set(err, -EINVAL,
-                                              "invalid address '%s': expected tcp://HOST:PORT", s);
-                host_len = (size_t) (colon - hostport);
-                if (memchr(hostport, ':', host_len))
-                        return kiln_error_set(
-                                err, -EINVAL,
-                                "invalid address '%s': an IPv6 host must be in brackets", s);
-        }
-
-        errno = 0;
-        port = strtol(colon + 1, &end, 10);
-        if (colon[1] == '\0' || *end != '\0' || errno != 0 || port < 0 || port > 65535 ||
-            colon[1] == '-' || colon[1] == '+')
-                return kiln_error_set(err, -EINVAL, "invalid address '%s': bad port '%s'", s,
-                                      colon + 1);
-
-        ret->kind = KILN_DAEMON_ADDRESS_TCP;
-        ret->host = kiln_xstrndup(host, host_len);
-        ret->port = kiln_xstrdup(colon + 1);
-        return 0;
-}
-
-int kiln_daemon_address_parse(const char *s, struct kiln_daemon_address *ret,
-                              struct kiln_error **err)
-{
-        struct kiln_daemon_address a = { .kind = _KILN_DAEMON_ADDRESS_KIND_INVALID };
-        const char *sep, *rest;
-        int r;
-
-        sep = strstr(s, "://");
-        if (!sep)
-                return kiln_error_set(err, -EINVAL,
-                                      "invalid address '%s': expected unix://PATH or "
-                                      "tcp://HOST:PORT",
-                                      s);
-        rest = sep + 3;
-
-        if (startswith(s, "unix://")) {
-                struct sockaddr_un sun;
-
-                if (rest[0] == '\0')
-                        return kiln_error_set(err, -EINVAL, "invalid address '%s': empty path", s);
-                if (strlen(rest) >= sizeof(sun.sun_path))
-                        return kiln_error_set(err, -ENAMETOOLONG,
-                                              "invalid address '%s': socket path longer than "
-                                              "%zu bytes",
-                                              s, sizeof(sun.sun_path) - 1);
-                a.kind = KILN_DAEMON_ADDRESS_UNIX;
-                a.path = kiln_xstrdup(rest);
-        } else if (startswith(s, "tcp://")) {
-                r = parse_tcp(s, rest, &a, err);
-                if (r < 0)
-                        return r;
-        } else if (startswith(s, "fd://") || startswith(s, "npipe://"))
-                return kiln_error_set(err, -EOPNOTSUPP,
-                                      "invalid address '%s': scheme not supported by kilnd", s);
-        else
-                return kiln_error_set(err, -EINVAL,
-                                      "invalid address '%s': unknown scheme (use unix:// or "
-                                      "tcp://)",
-                                      s);
-
-        *ret = a;
-        return 0;
-}
-
 /* Whether a socket file left at path is dead: 1 when nobody accepts on it
  * (a daemon crashed without removing it), 0 when a server answers, -errno
  * when path is not a socket or cannot be probed. */
@@ -156,9 +61,10 @@ static int unix_parent_create(const char *path, const struct kiln_config *c,
         if (errno != ENOENT)
                 return kiln_error_set(err, -errno, "stat '%s': %s", dir, strerror(errno));
 
-        /* As containerd's GetLocalListener (used by buildkitd): the
-         * directory is group-accessible and owned like the socket. */
-        r = kiln_mkdir_p(dir, 0770);
+        /* Owned like the socket, as containerd's GetLocalListener (used by
+         * buildkitd) does, but 0750 where it uses 0770: the group needs to
+         * reach the socket, not to replace it with something else. */
+        r = kiln_mkdir_p(dir, 0750);
         if (r < 0)
                 return kiln_error_set(err, r, "create directory '%s': %s", dir, strerror(-r));
         if ((c->grpc.uid_set || c->grpc.gid_set) &&
@@ -175,10 +81,10 @@ static int unix_bind(int fd, const char *path)
         int r;
 
         memcpy(sun.sun_path, path, strlen(path) + 1);
-        /* The socket file is born 0600 and widened to 0660 below, so it is
-         * never more open than configured. umask is per process, but this
+        /* The socket file is born 0660, so no chmod by name follows, which
+         * a swapped path could redirect. umask is per process, but this
          * runs before the daemon has any other thread. */
-        old = umask(0177);
+        old = umask(0117);
         r = bind(fd, (struct sockaddr *) &sun, sizeof(sun));
         umask(old);
         return r < 0 ? -errno : 0;
@@ -237,12 +143,10 @@ static int listen_unix(struct kiln_daemon_listener *l, const struct kiln_config 
         l->sock_dev = st.st_dev;
         l->sock_ino = st.st_ino;
 
-        if (chmod(path, 0660) < 0)
-                return kiln_error_set(err, -errno, "listen on '%s': chmod: %s", l->address,
-                                      strerror(errno));
+        /* lchown: never follows a link put in the socket's place. */
         if ((c->grpc.uid_set || c->grpc.gid_set) &&
-            chown(path, c->grpc.uid_set ? (uid_t) c->grpc.uid : (uid_t) -1,
-                  c->grpc.gid_set ? (gid_t) c->grpc.gid : (gid_t) -1) < 0)
+            lchown(path, c->grpc.uid_set ? (uid_t) c->grpc.uid : (uid_t) -1,
+                   c->grpc.gid_set ? (gid_t) c->grpc.gid : (gid_t) -1) < 0)
                 return kiln_error_set(err, -errno, "listen on '%s': chown: %s", l->address,
                                       strerror(errno));
         if (listen(fd, SOMAXCONN) < 0)
@@ -300,12 +204,12 @@ int kiln_daemon_listener_open(struct kiln_daemon_listener *l, const struct kiln_
                               struct kiln_error **err)
 {
         switch (l->parsed.kind) {
-        case KILN_DAEMON_ADDRESS_UNIX:
+        case KILN_CONFIG_ADDRESS_UNIX:
                 return listen_unix(l, c, err);
-        case KILN_DAEMON_ADDRESS_TCP:
+        case KILN_CONFIG_ADDRESS_TCP:
                 return listen_tcp(l, err);
-        case _KILN_DAEMON_ADDRESS_KIND_MAX:
-        case _KILN_DAEMON_ADDRESS_KIND_INVALID:
+        case _KILN_CONFIG_ADDRESS_KIND_MAX:
+        case _KILN_CONFIG_ADDRESS_KIND_INVALID:
                 break;
         }
         return kiln_error_set(err, -EINVAL, "listen on '%s': invalid address", l->address);

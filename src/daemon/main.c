@@ -30,11 +30,13 @@ static int validate(const struct kiln_config_cli *cli)
                 fprintf(stderr, "kilnd: print configuration: %s\n", strerror(-r));
                 return r;
         }
+        errno = 0;
         r = json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
         json_decref(j);
         if (r < 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0) {
-                fprintf(stderr, "kilnd: write configuration: %s\n", strerror(errno));
-                return -EIO;
+                r = errno > 0 ? -errno : -EIO;
+                fprintf(stderr, "kilnd: write configuration: %s\n", strerror(-r));
+                return r;
         }
         return 0;
 }

@@ -292,14 +292,28 @@ def test_flags_override_file(kilnd, tmp_path):
     cfg = ok_json(validate(kilnd, "--config", str(path), "--oci-max-parallelism=1",
                            "--oci-worker-net", "cni", "--oci-cni-config-path",
                            "/flag/cni.json", "--log-level", "debug",
-                           "--addr", "unix:///tmp/a.sock", "--addr", "tcp://127.0.0.1:9999"))
+                           "--addr", "unix:///tmp/a.sock", "--addr", "unix:///tmp/b.sock"))
     oci = cfg["worker"]["oci"]
     assert oci["max-parallelism"] == 1
     assert oci["networkMode"] == "cni"
     # buildkitd ignores --oci-cni-config-path (a typo in its source); kiln honours it
     assert oci["cniConfigPath"] == "/flag/cni.json"
     assert cfg["log"]["level"] == "debug"
-    assert cfg["grpc"]["address"] == ["unix:///tmp/a.sock", "tcp://127.0.0.1:9999"]
+    assert cfg["grpc"]["address"] == ["unix:///tmp/a.sock", "unix:///tmp/b.sock"]
+
+
+def test_addresses_the_daemon_cannot_use_are_errors(kilnd, tmp_path):
+    # What --validate accepts, kilnd can listen on: the same checks run.
+    path = write(tmp_path, "[grpc]\naddress = [\"tcp://127.0.0.1:1234\"]\n")
+    lines = failing(kilnd, "--config", str(path))
+    assert lines == [f"{path}:2:11: error: listening on 'tcp://127.0.0.1:1234' needs TLS: TCP "
+                     "requires [grpc.tls] cert and key (--tlscert and --tlskey)"]
+    long_path = "/tmp/" + "s" * 110
+    for addr, why in [("fd://3", "scheme not supported by kiln"), ("unix://", "empty path"),
+                      ("unix://" + long_path, "socket path longer than 107 bytes"),
+                      ("tcp://127.0.0.1:99999", "bad port")]:
+        lines = failing(kilnd, "--addr", addr)
+        assert len(lines) == 1 and why in lines[0], (addr, lines)
 
 
 def test_env_log_level(kilnd, tmp_path):

@@ -95,3 +95,37 @@ TEST(level_names)
         ASSERT_EQ_INT(kiln_log_format_from_string("xml"), -EINVAL);
         return 0;
 }
+
+TEST(clashing_fields_are_renamed_like_logrus)
+{
+        _cleanup_free_ char *text = NULL, *json = NULL;
+
+        use_utc();
+        text = kiln_log_format_line(KILN_LOG_TEXT, KILN_LOG_INFO, T0,
+                                    KILN_FIELDS({ "msg", "x" }, { "level", "y" }), "m");
+        ASSERT_STREQ(text, "time=\"2026-11-28T04:09:44Z\" level=info msg=m fields.level=y "
+                           "fields.msg=x\n");
+        json = kiln_log_format_line(KILN_LOG_JSON, KILN_LOG_INFO, T0, KILN_FIELDS({ "time", "t" }),
+                                    "m");
+        ASSERT_STREQ(json, "{\"fields.time\":\"t\",\"level\":\"info\",\"msg\":\"m\","
+                           "\"time\":\"2026-11-28T04:09:44Z\"}\n");
+        return 0;
+}
+
+TEST(go_escapes_for_spaces_and_json_controls)
+{
+        _cleanup_free_ char *text = NULL, *json = NULL;
+
+        use_utc();
+        /* U+00A0 and U+3000 are spaces Go's %q escapes; \b and \f are
+         * short escapes in encoding/json. */
+        text = kiln_log_format_line(KILN_LOG_TEXT, KILN_LOG_INFO, T0,
+                                    KILN_FIELDS({ "a", "x\xc2\xa0y\xe3\x80\x80" }), "m");
+        ASSERT_STREQ(text, "time=\"2026-11-28T04:09:44Z\" level=info msg=m "
+                           "a=\"x\\u00a0y\\u3000\"\n");
+        json = kiln_log_format_line(KILN_LOG_JSON, KILN_LOG_INFO, T0,
+                                    KILN_FIELDS({ "a", "\b\f\x01" }), "m");
+        ASSERT_STREQ(json, "{\"a\":\"\\b\\f\\u0001\",\"level\":\"info\",\"msg\":\"m\","
+                           "\"time\":\"2026-11-28T04:09:44Z\"}\n");
+        return 0;
+}
