@@ -137,6 +137,11 @@ static int check_address(const char *s, char **why)
         struct kiln_config_address a = { .kind = _KILN_CONFIG_ADDRESS_KIND_INVALID };
         int r;
 
+        if (!strstr(s, "://")) {
+                *why = kiln_xasprintf("address \"%s\" has no scheme; did you mean \"unix://%s\"?",
+                                      s, s);
+                return -EINVAL;
+        }
         r = kiln_config_address_parse(s, &a, &err);
         if (r < 0) {
                 *why = kiln_xstrdup(kiln_error_message(err));

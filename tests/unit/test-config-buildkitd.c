@@ -546,8 +546,8 @@ TEST(value_errors)
                           "[system]: must be at least 1, got 0");
         ASSERT_DIAG(&l.d, "t.toml:17:12: error: invalid value for 'address' in [grpc]: address "
                           "\"/run/x.sock\" has no scheme; did you mean \"unix:///run/x.sock\"?");
-        ASSERT_DIAG(&l.d, "t.toml:17:27: error: invalid value for 'address' in [grpc]: address "
-                          "\"http://x\" is not supported");
+        ASSERT_DIAG(&l.d, "t.toml:17:27: error: invalid value for 'address' in [grpc]: invalid "
+                          "address 'http://x': unknown scheme (use unix:// or tcp://)");
         ASSERT_DIAG(&l.d, "t.toml:18:7: error: invalid value for 'uid' in [grpc]: must be "
                           "between 0 and 4294967294, got -1");
         ASSERT_EQ_INT(kiln_config_diags_count(&l.d, KILN_CONFIG_ERROR), 15);
@@ -563,7 +563,8 @@ TEST(valid_edge_values)
                                "reservedSpace = 1.5e9\n"
                                "maxUsedSpace = \"150%\"\n"
                                "[history]\nmaxAge = \"72h\"\n"
-                               "[grpc]\naddress = [\"fd://\", \"tcp://127.0.0.1:1\"]\n");
+                               "[grpc]\naddress = [\"unix:///run/k.sock\", \"tcp://[::1]:1\"]\n"
+                               "[grpc.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
 
         ASSERT_OK(l.r);
         ASSERT_EQ_INT(l.c->worker_oci.reserved_space.bytes, 1500000000);
