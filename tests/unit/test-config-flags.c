@@ -76,9 +76,9 @@ TEST(flags_override_file_only_when_set)
         /* set flags win; the others keep the file's values */
         ASSERT_OK(parse(&cli, &err, "--config", tmp_path, "--validate", "--root=/from/flag",
                         "--oci-max-parallelism", "2", "--oci-worker-net=cni", "--debug", "--addr",
-                        "unix:///a.sock", "--addr=tcp://127.0.0.1:1234", "--oci-cni-config-path",
-                        "/etc/kiln/cni.json", "--oci-cni-binary-dir", "/usr/lib/cni",
-                        "--oci-cni-pool-size=8", NULL));
+                        "unix:///a.sock", "--addr=tcp://127.0.0.1:1234", "--tlscert", "/c.pem",
+                        "--tlskey", "/k.pem", "--oci-cni-config-path", "/etc/kiln/cni.json",
+                        "--oci-cni-binary-dir", "/usr/lib/cni", "--oci-cni-pool-size=8", NULL));
         ASSERT_TRUE(cli->validate);
         ASSERT_STREQ(cli->config->root, "/from/flag");
         ASSERT_EQ_INT(cli->config->worker_oci.max_parallelism, 2);
