@@ -497,6 +497,10 @@ static char *join_path(const char *path, const char *name)
 struct lctx {
         struct kiln_config *c;
         const char *file;
+        /* The document, for the literal text of a value: buildkitd's TOML
+         * decoder hands durations and sizes their raw text. NULL for
+         * command-line values. */
+        const char *text;
         const char *flag; /* set when loading a command-line value */
         struct kiln_config_diags *diags;
         size_t errors;
@@ -806,12 +810,25 @@ static int load_strv(struct lctx *x, const struct schema_key *k, void *base, con
         return 0;
 }
 
+/* The literal of a number as written ("1_000", "0x10", "1.5e9"): buildkitd
+ * parses Duration and DiskSpace from that text, not from the TOML value,
+ * so kiln accepts and refuses exactly the same spellings. NULL when there
+ * is no document (a command-line value). */
+static char *raw_number(const struct lctx *x, const struct kiln_toml_value *v)
+{
+        if (!x->text || (v->type != KILN_TOML_INTEGER && v->type != KILN_TOML_FLOAT))
+                return NULL;
+        return kiln_xstrndup(x->text + v->offset, v->length);
+}
+
 static int load_duration(struct lctx *x, const struct schema_key *k, int64_t *out, const char *what,
                          const struct kiln_toml_value *v)
 {
+        _cleanup_free_ char *raw = raw_number(x, v);
+        const char *text = raw ? raw : v->type == KILN_TOML_STRING ? v->str.s : NULL;
         int r;
 
-        if (v->type == KILN_TOML_INTEGER) {
+        if (!text && v->type == KILN_TOML_INTEGER) {
                 if (v->integer > INT64_MAX / 1000000000 || v->integer < INT64_MIN / 1000000000) {
                         diag(x, KILN_CONFIG_ERROR, v->pos,
                              "invalid value for %s: %" PRId64 " seconds is out of range", what,
@@ -819,15 +836,17 @@ static int load_duration(struct lctx *x, const struct schema_key *k, int64_t *ou
                         return -EINVAL;
                 }
                 *out = v->integer * 1000000000;
-        } else if (v->type == KILN_TOML_STRING) {
-                r = memchr(v->str.s, 0, v->str.len) ? -EINVAL
-                                                    : kiln_config_parse_duration(v->str.s, out);
+        } else if (text) {
+                r = v->type == KILN_TOML_STRING && memchr(v->str.s, 0, v->str.len)
+                            ? -EINVAL
+                            : kiln_config_parse_duration(text, out);
                 if (r < 0) {
                         diag(x, KILN_CONFIG_ERROR, v->pos,
-                             "invalid value for %s: invalid duration \"%s\"%s; expected a Go "
+                             "invalid value for %s: invalid duration %s%s%s%s; expected a Go "
                              "duration such as \"48h\", \"1h30m\" or \"500ms\", or integer "
                              "seconds",
-                             what, v->str.s, r == -ERANGE ? " (out of range)" : "");
+                             what, raw ? "" : "\"", text, raw ? "" : "\"",
+                             r == -ERANGE ? " (out of range)" : "");
                         return -EINVAL;
                 }
         } else {
@@ -845,45 +864,39 @@ static int load_duration(struct lctx *x, const struct schema_key *k, int64_t *ou
 static int load_disk(struct lctx *x, const struct schema_key *k, struct kiln_config_disk_space *out,
                      const char *what, const struct kiln_toml_value *v)
 {
+        _cleanup_free_ char *raw = raw_number(x, v);
+        const char *text = raw ? raw : v->type == KILN_TOML_STRING ? v->str.s : NULL;
         struct kiln_config_disk_space d = { 0 };
         int r;
 
-        if (v->type == KILN_TOML_INTEGER) {
-                if (v->integer < 0) {
-                        diag(x, KILN_CONFIG_ERROR, v->pos,
-                             "invalid value for %s: must not be negative, got %" PRId64, what,
-                             v->integer);
-                        return -EINVAL;
-                }
+        if (v->type == KILN_TOML_INTEGER && v->integer < 0) {
+                diag(x, KILN_CONFIG_ERROR, v->pos,
+                     "invalid value for %s: must not be negative, got %" PRId64, what, v->integer);
+                return -EINVAL;
+        }
+        if (!text && v->type == KILN_TOML_INTEGER)
                 d.bytes = v->integer;
-        } else if (v->type == KILN_TOML_FLOAT) {
-                /* go-units parses the raw text as a float: 1.5e9 is fine. */
-                if (!isfinite(v->flt) || v->flt < 0 || v->flt >= 9223372036854775808.0) {
-                        diag(x, KILN_CONFIG_ERROR, v->pos,
-                             "invalid value for %s: invalid disk space %g", what, v->flt);
-                        return -EINVAL;
-                }
-                d.bytes = (int64_t) v->flt;
-        } else if (v->type == KILN_TOML_STRING) {
-                r = memchr(v->str.s, 0, v->str.len) ? -EINVAL
-                                                    : kiln_config_parse_disk_space(v->str.s, &d);
+        else if (text) {
+                r = v->type == KILN_TOML_STRING && memchr(v->str.s, 0, v->str.len)
+                            ? -EINVAL
+                            : kiln_config_parse_disk_space(text, &d);
                 if (r < 0) {
                         diag(x, KILN_CONFIG_ERROR, v->pos,
-                             "invalid value for %s: invalid disk space \"%s\"; expected integer "
+                             "invalid value for %s: invalid disk space %s%s%s; expected integer "
                              "bytes, a size such as \"512MB\" (binary units: 512 MiB) or a "
                              "percentage of the disk such as \"10%%\"",
-                             what, v->str.s);
+                             what, raw ? "" : "\"", text, raw ? "" : "\"");
                         return -EINVAL;
                 }
                 if (d.percentage < 0) {
                         diag(x, KILN_CONFIG_ERROR, v->pos,
                              "invalid value for %s: percentage must not be negative, got \"%s\"",
-                             what, v->str.s);
+                             what, text);
                         return -EINVAL;
                 }
                 if (d.percentage > 100)
                         diag(x, KILN_CONFIG_WARNING, v->pos,
-                             "%s: \"%s\" is more than the whole disk", what, v->str.s);
+                             "%s: \"%s\" is more than the whole disk", what, text);
         } else {
                 type_error(x, k, what, v);
                 return -EINVAL;
@@ -1362,7 +1375,7 @@ int kiln_config_load_string(struct kiln_config *c, const char *file, const char 
 {
         _cleanup_(kiln_toml_value_freep) struct kiln_toml_value *root = NULL;
         _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
-        struct lctx x = { .c = c, .file = file, .diags = diags };
+        struct lctx x = { .c = c, .file = file, .text = data, .diags = diags };
         int r;
 
         r = kiln_toml_parse(data, len, &root, &err);

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #include "config/config.h"
 
@@ -317,53 +318,114 @@ char *kiln_config_format_duration(int64_t ns)
         return kiln_xstrdup(buf);
 }
 
-/* Go's strconv.ParseFloat for what a size can hold: a decimal number with
- * optional sign, fraction and exponent (hex floats, inf, nan and
- * underscores refused: the last three would make no sense as a size and
- * Go accepts underscores only after a base prefix). */
+/* Go's underscoreOK: an underscore only between digits, or between a base
+ * prefix and a digit. */
+static bool go_underscore_ok(const char *s, size_t len)
+{
+        char saw = '^'; /* ^ start, 0 digit or prefix, _ underscore, ! other */
+        size_t i = 0;
+        bool hex = false;
+
+        if (len >= 1 && (s[0] == '+' || s[0] == '-')) {
+                s++;
+                len--;
+        }
+        if (len >= 2 && s[0] == '0' && strchr("bBoOxX", s[1])) {
+                i = 2;
+                saw = '0';
+                hex = s[1] == 'x' || s[1] == 'X';
+        }
+        for (; i < len; i++) {
+                if (is_digit(s[i]) || (hex && isxdigit((unsigned char) s[i]))) {
+                        saw = '0';
+                        continue;
+                }
+                if (s[i] == '_') {
+                        if (saw != '0')
+                                return false;
+                        saw = '_';
+                        continue;
+                }
+                if (saw == '_')
+                        return false;
+                saw = '!';
+        }
+        return saw != '_';
+}
+
+/* Go's strconv.ParseFloat: decimal, or hexadecimal with a mandatory 'p'
+ * exponent, underscores between digits, "inf", "infinity" (signed) and
+ * "nan" in any case. Returns -ERANGE for a finite literal too large. */
 static int go_parse_float(const char *s, size_t len, double *ret)
 {
-        char buf[64];
-        const char *p = s, *end = s + len;
-        bool digits = false;
-        char *e;
+        char buf[128], *e;
+        const char *p = s, *end = s + len, *q;
+        bool hex = false, digits = false, dot = false, underscores = false;
+        size_t n = 0;
 
         if (len == 0 || len >= sizeof(buf))
                 return -EINVAL;
-        if (*p == '+' || *p == '-')
-                p++;
-        while (p < end && is_digit(*p)) {
-                p++;
-                digits = true;
+
+        if (len == 3 && strncasecmp(s, "nan", 3) == 0) {
+                *ret = NAN;
+                return 0;
         }
-        if (p < end && *p == '.') {
-                p++;
-                while (p < end && is_digit(*p)) {
-                        p++;
-                        digits = true;
+        q = (*p == '+' || *p == '-') ? p + 1 : p;
+        if (((size_t) (end - q) == 3 && strncasecmp(q, "inf", 3) == 0) ||
+            ((size_t) (end - q) == 8 && strncasecmp(q, "infinity", 8) == 0)) {
+                *ret = *p == '-' ? -INFINITY : INFINITY;
+                return 0;
+        }
+
+        if (*p == '+' || *p == '-')
+                buf[n++] = *p++;
+        if (end - p > 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+                hex = true;
+                buf[n++] = *p++;
+                buf[n++] = *p++;
+        }
+        for (; p < end; p++) {
+                if (*p == '_') {
+                        underscores = true;
+                        continue;
                 }
+                if (*p == '.' && !dot) {
+                        dot = true;
+                        buf[n++] = *p;
+                        continue;
+                }
+                if (!is_digit(*p) && !(hex && isxdigit((unsigned char) *p)))
+                        break;
+                digits = true;
+                buf[n++] = *p;
         }
         if (!digits)
                 return -EINVAL;
-        if (p < end && (*p == 'e' || *p == 'E')) {
+        if (p < end && tolower((unsigned char) *p) == (hex ? 'p' : 'e')) {
                 bool exp_digits = false;
-                p++;
+
+                buf[n++] = *p++;
                 if (p < end && (*p == '+' || *p == '-'))
-                        p++;
-                while (p < end && is_digit(*p)) {
-                        p++;
+                        buf[n++] = *p++;
+                for (; p < end && (is_digit(*p) || *p == '_'); p++) {
+                        if (*p == '_') {
+                                underscores = true;
+                                continue;
+                        }
                         exp_digits = true;
+                        buf[n++] = *p;
                 }
                 if (!exp_digits)
                         return -EINVAL;
-        }
-        if (p != end)
+        } else if (hex)
+                return -EINVAL; /* "hexadecimal mantissa requires a 'p' exponent" */
+        if (p != end || (underscores && !go_underscore_ok(s, len)))
                 return -EINVAL;
-        memcpy(buf, s, len);
-        buf[len] = 0;
+
+        buf[n] = '\0';
         errno = 0;
         *ret = strtod(buf, &e);
-        if (*e != 0)
+        if (*e != '\0')
                 return -EINVAL;
         if (errno == ERANGE && isinf(*ret))
                 return -ERANGE;
@@ -482,6 +544,8 @@ int64_t kiln_config_disk_space_as_bytes(const struct kiln_config_disk_space *d, 
                 return 2000000000; /* buildkitd's defaultCap */
         /* Go computes in int64: total*pct/100, then whole GiB rounded up
          * (always +1) times 1e9. */
-        int64_t avail = (int64_t) total * d->percentage / 100;
-        return (avail / (1LL << 30) + 1) * 1000000000LL;
+        __int128 avail = (__int128) total * d->percentage / 100;
+        __int128 bytes = (avail / (1LL << 30) + 1) * 1000000000LL;
+        /* Far past any real disk; Go would wrap, kiln saturates. */
+        return bytes > INT64_MAX ? INT64_MAX : (int64_t) bytes;
 }

@@ -352,3 +352,26 @@ def test_help_lists_buildkitd_flags(kilnd):
                  "--oci-cni-binary-dir", "--oci-cni-pool-size", "--log-level", "--log-format",
                  "--tlscert", "--tlskey", "--tlscacert", "--validate"):
         assert flag in p.stdout, flag
+
+
+def test_numbers_for_durations_and_sizes_are_read_as_written(kilnd, tmp_path):
+    # buildkitd parses Duration and DiskSpace from the literal text, so
+    # 1_000 and 0x10 are not 1000 and 16 there: kiln agrees on every spelling.
+    ok = write(tmp_path, "[history]\nmaxAge = 1000\n"
+                         "[worker.oci]\nreservedSpace = 1_000\nmaxUsedSpace = 1.5e9\n")
+    cfg = ok_json(validate(kilnd, "--config", str(ok)))
+    assert cfg["history"]["maxAge"] == "16m40s"
+    assert cfg["worker"]["oci"]["reservedSpace"] == 1000
+    assert cfg["worker"]["oci"]["maxUsedSpace"] == 1500000000
+
+    bad = write(tmp_path, "[history]\nmaxAge = 1_000\n"
+                          "[worker.oci]\nreservedSpace = 0x10\nminFreeSpace = -5\n",
+                name="bad.toml")
+    lines = failing(kilnd, "--config", str(bad))
+    assert lines[0].startswith(f"{bad}:2:10: error: invalid value for 'maxAge' in [history]: "
+                               "invalid duration 1_000;"), lines
+    assert lines[1].startswith(f"{bad}:4:17: error: invalid value for 'reservedSpace' in "
+                               "[worker.oci]: invalid disk space 0x10;"), lines
+    assert lines[2] == (f"{bad}:5:16: error: invalid value for 'minFreeSpace' in "
+                        "[worker.oci]: must not be negative, got -5"), lines
+    assert len(lines) == 3

@@ -176,14 +176,24 @@ TEST(ram_in_bytes_binary_units)
         ASSERT_EQ_INT(v, 1);
         ASSERT_OK(ram("0.9", &v)); /* truncated, as Go's int64() */
         ASSERT_EQ_INT(v, 0);
+        /* Go's ParseFloat: underscores between digits, hex with a p exponent */
+        ASSERT_OK(ram("1_000", &v));
+        ASSERT_EQ_INT(v, 1000);
+        ASSERT_OK(ram("1_23.50_0_0e+1_2", &v));
+        ASSERT_EQ_INT(v, 123500000000000LL);
+        ASSERT_OK(ram("0x1p10", &v));
+        ASSERT_EQ_INT(v, 1024);
+        ASSERT_OK(ram("0x1.8p1k", &v));
+        ASSERT_EQ_INT(v, 3072);
         return 0;
 }
 
 TEST(ram_in_bytes_invalid)
 {
-        static const char *const bad[] = { "",     "abc",   "-1",   "5  MB", "  1",  "1KBB",
-                                           "1x",   "1kbit", "1ki",  "1bb",   "MB",   "inf",
-                                           "nan ", "1_000", "0x10", "1e",    "1mib2" };
+        static const char *const bad[] = { "",     "abc",   "-1",   "5  MB", "  1",   "1KBB",
+                                           "1x",   "1kbit", "1ki",  "1bb",   "MB",    "inf",
+                                           "nan ", "1__0",  "0x10", "1e",    "1mib2", "_1",
+                                           "1_",   "1_.5",  "0x_",  "+nan" };
         int64_t v;
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
