@@ -45,6 +45,7 @@ struct key_part {
         size_t off;
         size_t len;
         struct kiln_toml_pos pos;
+        size_t at; /* offset of the part in the input */
 };
 
 /* Hash index entry: table->entries[idx] has this key hash. */
@@ -58,6 +59,7 @@ struct parser {
         const char *p;
         const char *end;
         const char *line_start;
+        const char *begin; /* the input, for the offsets of values */
         unsigned line;
         struct kiln_error **err;
 
@@ -848,6 +850,7 @@ static int parse_key(struct parser *P)
                                        KILN_LIMIT_TOML_DEPTH);
                 kp = &P->parts[P->n_parts];
                 kp->pos = pos_of(P, P->p);
+                kp->at = (size_t) (P->p - P->begin);
                 kp->off = P->keys.len;
                 if (P->p < P->end && (*P->p == '"' || *P->p == '\'')) {
                         r = parse_string(P, &P->keys, false);
@@ -1317,7 +1320,7 @@ done:
 }
 
 /* Parses the value at the cursor; depth is the nesting depth it will have. */
-static int parse_value(struct parser *P, unsigned depth, struct kiln_toml_value **ret)
+static int parse_value_literal(struct parser *P, unsigned depth, struct kiln_toml_value **ret)
 {
         const char *s = P->p, *e;
         struct kiln_toml_pos pos = pos_of(P, s);
@@ -1388,6 +1391,20 @@ static int parse_value(struct parser *P, unsigned depth, struct kiln_toml_value 
                             : "");
 }
 
+/* parse_value_literal, and the span of the literal in the input. */
+static int parse_value(struct parser *P, unsigned depth, struct kiln_toml_value **ret)
+{
+        const char *s = P->p;
+        int r;
+
+        r = parse_value_literal(P, depth, ret);
+        if (r < 0)
+                return r;
+        (*ret)->offset = (size_t) (s - P->begin);
+        (*ret)->length = (size_t) (P->p - s);
+        return 0;
+}
+
 /* Parses "key = value" at the cursor into table (at nesting depth). */
 static int parse_keyval(struct parser *P, struct kiln_toml_value *table, unsigned depth)
 {
@@ -1418,6 +1435,7 @@ static int parse_keyval(struct parser *P, struct kiln_toml_value *table, unsigne
 
                         node_of(sub)->flags = NODE_DOTTED;
                         node_of(sub)->section = P->section;
+                        sub->offset = P->parts[i].at;
                         t = part_add(P, t, i, h, sub, NULL);
                         continue;
                 }
@@ -1504,6 +1522,7 @@ static int parse_header(struct parser *P, struct kiln_toml_value *root,
                 if (!e) {
                         /* Implicit: a later header may still define it. */
                         t = part_add(P, t, i, hash, value_new(KILN_TOML_TABLE, hpos), NULL);
+                        t->offset = (size_t) (h - P->begin);
                         continue;
                 }
                 v = e->value;
@@ -1537,6 +1556,7 @@ static int parse_header(struct parser *P, struct kiln_toml_value *root,
         if (!aot) {
                 if (!e) {
                         sub = value_new(KILN_TOML_TABLE, hpos);
+                        sub->offset = (size_t) (h - P->begin);
                         node_of(sub)->flags = NODE_DEFINED;
                         *cur = part_add(P, t, i, hash, sub, NULL);
                         *cur_depth = depth;
@@ -1552,6 +1572,7 @@ static int parse_header(struct parser *P, struct kiln_toml_value *root,
                         /* Created implicitly by an earlier [a.b.c]: defined now. */
                         n->flags |= NODE_DEFINED;
                         v->pos = hpos;
+                        v->offset = (size_t) (h - P->begin);
                         e->key_pos = P->parts[i].pos;
                         *cur = v;
                         *cur_depth = depth;
@@ -1568,6 +1589,7 @@ static int parse_header(struct parser *P, struct kiln_toml_value *root,
 
         if (!e) {
                 v = value_new(KILN_TOML_ARRAY, hpos);
+                v->offset = (size_t) (h - P->begin);
                 node_of(v)->flags = NODE_AOT;
                 (void) part_add(P, t, i, hash, v, NULL);
         } else if (!v || v->type != KILN_TOML_ARRAY) {
@@ -1581,6 +1603,7 @@ static int parse_header(struct parser *P, struct kiln_toml_value *root,
                                "cannot append a table to static array '%s' (defined at %u:%u)", key,
                                e->key_pos.line, e->key_pos.col);
         sub = value_new(KILN_TOML_TABLE, hpos);
+        sub->offset = (size_t) (h - P->begin);
         node_of(sub)->flags = NODE_DEFINED;
         array_push(&v->array, sub);
         *cur = sub;
@@ -1644,7 +1667,7 @@ int kiln_toml_parse(const char *data, size_t len, struct kiln_toml_value **ret,
                                          KILN_LIMIT_CONFIG_FILE);
         if (!data)
                 data = "";
-        P.p = P.line_start = data;
+        P.p = P.line_start = P.begin = data;
         P.end = data + len;
         /* Hash seed: varies between runs (ASLR), so no fixed set of keys
          * always collides. */

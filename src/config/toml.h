@@ -48,6 +48,16 @@ struct kiln_toml_array {
 struct kiln_toml_value {
         enum kiln_toml_type type;
         struct kiln_toml_pos pos; /* where the value starts ([header] for tables) */
+        /* Where the value is written: bytes [offset, offset + length) of the
+         * data given to kiln_toml_parse (a leading BOM counts). For a value
+         * after '=' or in an array this is its literal exactly as written:
+         * the quotes and escapes of a string, the brackets of an array, the
+         * braces of an inline table. So a tool can replace one value and
+         * keep every other byte of the document. Tables opened by a
+         * [header] or [[header]] or made by a dotted key have length 0 and
+         * offset at the header or the key; the root is 0, 0. */
+        size_t offset;
+        size_t length;
         union {
                 /* STRING (decoded, may contain NUL bytes: use len; a newline
                  * in a multi-line string is always "\n", also where the file

@@ -131,6 +131,92 @@ TEST(document_order)
         return 0;
 }
 
+/* The text of v's span in doc. */
+static const char *span_text(const char *doc, const struct kiln_toml_value *v, char *buf,
+                             size_t size)
+{
+        size_t n = v->length < size - 1 ? v->length : size - 1;
+
+        memcpy(buf, doc + v->offset, n);
+        buf[n] = '\0';
+        return buf;
+}
+
+TEST(spans_of_values)
+{
+        _cleanup_(kiln_toml_value_freep) struct kiln_toml_value *root = NULL;
+        static const char doc[] = "\xEF\xBB\xBF"
+                                  "a = \"x\\u0041\" # c\n"
+                                  "b = 'lit'\n"
+                                  "c = \"\"\"\nmulti\n\"\"\"\n"
+                                  "d = '''m'''\n"
+                                  "e = [ 1, \"two\" ,\n  3.5 ]\n"
+                                  "f = { g = true, h = 1979-05-27T07:32:00Z }\n"
+                                  "i = -1_000 \n"
+                                  "j.k = 'dotted'\n"
+                                  "[t]\n"
+                                  "[[aot]]\n"
+                                  "l = [[], [\"n\"]]\n";
+        const struct kiln_toml_value *v, *e, *f, *aot;
+        char buf[128];
+
+        ASSERT_OK(kiln_toml_parse(doc, sizeof(doc) - 1, &root, NULL));
+        ASSERT_EQ_INT(root->offset, 0);
+        ASSERT_EQ_INT(root->length, 0);
+        /* The BOM counts in offsets (not in columns). */
+        v = get(root, "a");
+        ASSERT_EQ_INT(v->offset, 7);
+        ASSERT_POS(v->pos, 1, 5);
+        ASSERT_STREQ(span_text(doc, v, buf, sizeof(buf)), "\"x\\u0041\"");
+        ASSERT_STREQ(v->str.s, "xA");
+        ASSERT_STREQ(span_text(doc, get(root, "b"), buf, sizeof(buf)), "'lit'");
+        ASSERT_STREQ(span_text(doc, get(root, "c"), buf, sizeof(buf)), "\"\"\"\nmulti\n\"\"\"");
+        ASSERT_STREQ(span_text(doc, get(root, "d"), buf, sizeof(buf)), "'''m'''");
+        e = get(root, "e");
+        ASSERT_STREQ(span_text(doc, e, buf, sizeof(buf)), "[ 1, \"two\" ,\n  3.5 ]");
+        ASSERT_STREQ(span_text(doc, e->array.items[0], buf, sizeof(buf)), "1");
+        ASSERT_STREQ(span_text(doc, e->array.items[1], buf, sizeof(buf)), "\"two\"");
+        ASSERT_STREQ(span_text(doc, e->array.items[2], buf, sizeof(buf)), "3.5");
+        f = get(root, "f");
+        ASSERT_STREQ(span_text(doc, f, buf, sizeof(buf)), "{ g = true, h = 1979-05-27T07:32:00Z }");
+        ASSERT_STREQ(span_text(doc, get(f, "g"), buf, sizeof(buf)), "true");
+        ASSERT_STREQ(span_text(doc, get(f, "h"), buf, sizeof(buf)), "1979-05-27T07:32:00Z");
+        ASSERT_STREQ(span_text(doc, get(root, "i"), buf, sizeof(buf)), "-1_000");
+        /* Tables made by dotted keys and headers: an empty span at the key or header. */
+        v = get(root, "j");
+        ASSERT_EQ_INT(v->length, 0);
+        ASSERT_TRUE(strncmp(doc + v->offset, "j.k =", 5) == 0);
+        ASSERT_STREQ(span_text(doc, get(v, "k"), buf, sizeof(buf)), "'dotted'");
+        v = get(root, "t");
+        ASSERT_EQ_INT(v->length, 0);
+        ASSERT_TRUE(strncmp(doc + v->offset, "[t]\n", 4) == 0);
+        aot = get(root, "aot");
+        ASSERT_EQ_INT(aot->length, 0);
+        ASSERT_TRUE(strncmp(doc + aot->offset, "[[aot]]\n", 8) == 0);
+        ASSERT_EQ_INT(aot->array.items[0]->offset, aot->offset);
+        ASSERT_EQ_INT(aot->array.items[0]->length, 0);
+        v = get(aot->array.items[0], "l");
+        ASSERT_STREQ(span_text(doc, v, buf, sizeof(buf)), "[[], [\"n\"]]");
+        ASSERT_STREQ(span_text(doc, v->array.items[0], buf, sizeof(buf)), "[]");
+        ASSERT_STREQ(span_text(doc, v->array.items[1]->array.items[0], buf, sizeof(buf)), "\"n\"");
+        return 0;
+}
+
+TEST(span_of_implicit_table_moves_to_its_header)
+{
+        _cleanup_(kiln_toml_value_freep) struct kiln_toml_value *root = NULL;
+        static const char doc[] = "[a.b]\nx = 1\n[a]\ny = 2\n";
+        const struct kiln_toml_value *a;
+
+        ASSERT_OK(kiln_toml_parse(doc, sizeof(doc) - 1, &root, NULL));
+        a = get(root, "a");
+        ASSERT_EQ_INT(a->offset, 12);
+        ASSERT_EQ_INT(a->length, 0);
+        ASSERT_EQ_INT(get(a, "b")->offset, 0);
+        ASSERT_EQ_INT(get(get(a, "b"), "x")->offset, 10);
+        return 0;
+}
+
 TEST(scalars)
 {
         _cleanup_(kiln_toml_value_freep) struct kiln_toml_value *root = NULL;
