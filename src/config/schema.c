@@ -1008,6 +1008,10 @@ static int load_map(struct lctx *x, const struct schema_key *k, void *base, cons
 {
         char **pa = AT(base, k->offset, char *);
         size_t *pn = AT(base, k->aux, size_t);
+        /* Keys within one TOML table are unique, so only entries from an
+         * earlier table of this map can be merged with: linear, not
+         * quadratic, in the number of registries. */
+        size_t before = *pn;
         _cleanup_free_ char *map_path = join_path(path, k->name);
 
         if (v->type != KILN_TOML_TABLE) {
@@ -1033,7 +1037,7 @@ static int load_map(struct lctx *x, const struct schema_key *k, void *base, cons
                         continue;
                 }
                 /* go-toml merges a key seen twice (e.g. via [Registry]). */
-                for (size_t j = 0; j < *pn; j++) {
+                for (size_t j = 0; j < before; j++) {
                         char *cand = *pa + j * k->elem_size;
                         if (streq(*AT(cand, k->map_key_offset, char *), e->key))
                                 elem = cand;
