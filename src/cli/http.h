@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * The client side of the daemon API (api/api.h): HTTP/1.1 over libcurl, to
+ * a unix socket (unix://PATH) or over TLS to TCP (tcp://HOST:PORT, always
+ * https, with an optional client certificate for kilnd's --tlscacert).
+ *
+ * Every call makes its own curl handle: kiln's commands make a handful of
+ * requests, and a handle per call keeps them independent. Not for use from
+ * two threads at once on one target; curl_global_init must have run
+ * (main does it).
+ *
+ * Errors are -errno with *err naming the address and the cause:
+ *   -ECONNREFUSED  nothing accepts connections there (no daemon)
+ *   -ETIMEDOUT     no answer within the timeout
+ *   -ECONNRESET    the daemon closed the connection (a TLS daemon that
+ *                  wants a client certificate does this)
+ *   -EPROTO        TLS failed (certificate not trusted, bad key...)
+ *   -E2BIG         the answer was larger than allowed
+ *   -EBADMSG       the answer was not what the API promises
+ *   -EIO           anything else, and 4xx/5xx answers (with the daemon's
+ *                  "error" message)
+ */
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "base/error.h"
+
+/* One line of a streamed (NDJSON) answer. */
+#define KILN_CLI_LIMIT_EVENT (1u << 20)
+
+struct kiln_cli_http_target {
+        const char *address;   /* unix:///path or tcp://host:port */
+        const char *ca_file;   /* tcp: CAs that sign the daemon's certificate; NULL: the system's */
+        const char *cert_file; /* tcp: client certificate (PEM), with key_file */
+        const char *key_file;  /* tcp: its private key (PEM) */
+        const char *server_name; /* tcp: the name to verify the daemon's certificate against;
+                                    NULL: the host of address */
+};
+
+struct kiln_cli_http_response {
+        long status;
+        struct kiln_buf body; /* at most KILN_LIMIT_API_RESPONSE bytes */
+};
+
+void kiln_cli_http_response_release(struct kiln_cli_http_response *r);
+
+/* Sends one request (body may be NULL) and reads the whole answer into
+ * *resp, whatever its status. timeout_ms bounds the whole exchange. */
+int kiln_cli_http_request(const struct kiln_cli_http_target *t, const char *method,
+                          const char *path, const char *body, size_t body_len, uint64_t timeout_ms,
+                          struct kiln_cli_http_response *resp, struct kiln_error **err);
+
+/* GET path; a 2xx answer must be a JSON object, returned in *ret (a new
+ * reference). A 4xx/5xx answer fails with the daemon's error message. */
+int kiln_cli_http_get_json(const struct kiln_cli_http_target *t, const char *path,
+                           uint64_t timeout_ms, json_t **ret, struct kiln_error **err);
+
+/* Newline-delimited JSON, as long-running calls answer: feed it bytes as
+ * they come, and on_event is called with each complete line's object
+ * (borrowed: on_event takes a reference to keep it). Empty lines are
+ * skipped. A line longer than max, a line that is not a JSON object, or
+ * on_event returning < 0 stops the stream with that error. */
+struct kiln_cli_ndjson {
+        struct kiln_buf line;
+        int (*on_event)(json_t *event, void *userdata, struct kiln_error **err);
+        void *userdata;
+        size_t n_events;
+};
+
+void kiln_cli_ndjson_init(struct kiln_cli_ndjson *s, size_t max,
+                          int (*on_event)(json_t *event, void *userdata, struct kiln_error **err),
+                          void *userdata);
+int kiln_cli_ndjson_feed(struct kiln_cli_ndjson *s, const char *data, size_t n,
+                         struct kiln_error **err);
+/* The end of the stream: a last line without a newline is still an event. */
+int kiln_cli_ndjson_finish(struct kiln_cli_ndjson *s, struct kiln_error **err);
+void kiln_cli_ndjson_release(struct kiln_cli_ndjson *s);
+
+/* Sends a request whose 2xx answer is NDJSON and calls on_event for each
+ * event as it arrives. timeout_ms bounds the connection and the time
+ * without any byte received (0: the default), not the whole stream, so a
+ * long build is not cut off. A 4xx/5xx answer fails with the daemon's
+ * error message. */
+int kiln_cli_http_stream(const struct kiln_cli_http_target *t, const char *method, const char *path,
+                         const char *body, size_t body_len, uint64_t timeout_ms,
+                         int (*on_event)(json_t *event, void *userdata, struct kiln_error **err),
+                         void *userdata, struct kiln_error **err);
