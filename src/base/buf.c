@@ -6,9 +6,12 @@
 
 static int buf_reserve(struct kiln_buf *b, size_t extra)
 {
+        /* One byte is always kept for the NUL, so SIZE_MAX - 1 is the most a
+         * buffer can hold whatever maximum it was given. */
+        size_t max = b->max < SIZE_MAX - 1 ? b->max : SIZE_MAX - 1;
         size_t need, cap;
 
-        if (extra > b->max || b->len > b->max - extra)
+        if (extra > max || b->len > max - extra)
                 return -E2BIG;
         need = b->len + extra + 1;
         if (need <= b->cap)
@@ -17,8 +20,8 @@ static int buf_reserve(struct kiln_buf *b, size_t extra)
         while (cap < need)
                 cap = cap > SIZE_MAX / 2 ? need : cap * 2;
         /* Never allocate far past the maximum the buffer may ever hold. */
-        if (cap > b->max + 1)
-                cap = b->max + 1;
+        if (cap > max + 1)
+                cap = max + 1;
         b->data = kiln_xrealloc(b->data, cap);
         b->cap = cap;
         return 0;

@@ -27,9 +27,16 @@ TEST(append_past_limit_fails_and_keeps_contents)
 TEST(huge_length_does_not_overflow)
 {
         _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT(SIZE_MAX - 1);
+        _cleanup_(kiln_buf_release) struct kiln_buf unlimited = KILN_BUF_INIT(SIZE_MAX);
 
         ASSERT_OK(kiln_buf_puts(&b, "ab"));
         ASSERT_EQ_INT(kiln_buf_append(&b, "", SIZE_MAX - 2), -E2BIG);
+        /* A maximum of SIZE_MAX must not wrap the capacity computation. */
+        ASSERT_OK(kiln_buf_puts(
+                &unlimited,
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"));
+        ASSERT_EQ_INT(unlimited.len, 74);
+        ASSERT_EQ_INT(kiln_buf_append(&unlimited, "", SIZE_MAX), -E2BIG);
         return 0;
 }
 
