@@ -60,18 +60,132 @@
  *
  * Key names inside "worker.oci" are buildkitd.toml's, so a user can match
  * them with the file; the rest are camelCase like buildx's JSON.
+ *
+ * ---- Images ----
+ *
+ * Long operations answer with a stream: status 200, "Content-Type:
+ * application/x-ndjson", chunked, one compact JSON object (an event) a
+ * line, each with "type" and "time" (RFC 3339, UTC, nanoseconds, when the
+ * daemon queued it). The last line is the final event: "result" or
+ * "error"; a stream that ends without one was cut (the daemon stopped or
+ * failed). Problems found before the stream starts (a bad body, too many
+ * operations) get an ordinary error answer instead. Keys without a value
+ * are left out.
+ *
+ * Progress events, as the registry client reports them (every one has
+ * "ref", the canonical reference the request is about: the source while
+ * pulling, the destination while pushing):
+ *
+ *   resolving      ref
+ *   resolved       ref, digest, mediaType, size        what ref names
+ *   blob-started   ref, digest, mediaType, size        a download or upload
+ *   blob-progress  ref, digest, current, size          bytes so far; at most
+ *                                                      every 100 ms per blob,
+ *                                                      and dropped first when
+ *                                                      the client reads slowly
+ *   blob-done      ref, digest, mediaType, size
+ *   blob-cached    ref, digest, mediaType, size        pull: already in the store
+ *   blob-exists    ref, digest, mediaType, size        push: the registry has it
+ *   blob-mounted   ref, digest, mediaType, size, message
+ *                                                      push: mounted from the
+ *                                                      repository in message
+ *   retry          ref, digest?, message               a failure and the delay
+ *                                                      before the next attempt
+ *   blob-error     ref, digest, message                one blob failed (the
+ *                                                      operation fails next)
+ *
+ * Final events:
+ *
+ *   error          {"type": "error", "error": "pull 'alpine': ..."}
+ *   result         per endpoint, below
+ *
+ * Descriptors in results are {"mediaType": ..., "digest": ..., "size": N}.
+ *
+ * POST /v1/pull: fetches an image (manifest, config and layers) into the
+ * daemon's content store.
+ *
+ *   request  {"ref": "alpine", "platform": "linux/arm64"}
+ *            ref: required; platform: optional, default the daemon's
+ *            own (linux/amd64 on x86-64). Nothing else is allowed.
+ *   result   {"type": "result",
+ *             "ref": "docker.io/library/alpine:latest",
+ *             "digest": "sha256:...", "mediaType": "...", "size": 1234,
+ *                                            what ref names (index or manifest)
+ *             "platform": "linux/arm64",     absent when the index did not say
+ *             "manifest": {descriptor},      the platform's manifest (the
+ *                                            root itself without an index)
+ *             "config": {descriptor},
+ *             "layers": [{descriptor}, ...],
+ *             "bytesDownloaded": 3460000, "blobsDownloaded": 3,
+ *             "blobsCached": 0}
+ *
+ * POST /v1/imagetools/create: copies an image, every platform of an index,
+ * from a registry to one or more references (buildx's `imagetools create
+ * -t DEST SRC...`), through the daemon's store and configuration.
+ *
+ *   request  {"sources": ["SRC", ...], "tags": ["DEST", ...]}
+ *            at least one of each. One source is copied as it is (the
+ *            same digest at every tag); several are merged into a new
+ *            index as buildx does (every entry of an index source, a lone
+ *            manifest with its config's platform, duplicates dropped; a
+ *            Docker manifest list when every entry is a Docker type, else
+ *            an OCI index).
+ *   result   {"type": "result",
+ *             "digest": "sha256:...", "mediaType": "...",
+ *                                            what was pushed: the source
+ *                                            root, or the merged index
+ *             "tags": [{"ref": "127.0.0.1:5000/x:latest",
+ *                       "digest": "sha256:..."}, ...],
+ *             "blobsUploaded": 2, "blobsExisting": 0, "blobsMounted": 0,
+ *             "bytesUploaded": 1234}
+ *
+ * GET /v1/imagetools/inspect?ref=R[&raw=1]: resolves R through the daemon's
+ * configuration (mirrors, certificates, credentials) and answers with what
+ * it names, in one ordinary answer (not a stream):
+ *
+ *   raw=1    the manifest or index bytes exactly as the registry sent them,
+ *            "Content-Type: <its media type>",
+ *            "Docker-Content-Digest: sha256:..."
+ *   else     {"name": "docker.io/library/alpine:latest",
+ *             "mediaType": "...", "digest": "sha256:...", "size": 1234,
+ *             "manifest": {the document, parsed}}
+ *
+ *   raw takes 1/true or 0/false; other parameters are refused (400).
+ *
+ * Status codes of the image endpoints: 400 for a bad body or parameter
+ * (including a reference or platform that does not parse), 404 when no
+ * host has the image, 403 when a registry refused the daemon's
+ * credentials, 502 for other registry failures (the message names the
+ * reference and, for each host tried, its URL and what went wrong), 503
+ * when the daemon runs as many operations as it allows, or is stopping.
  */
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "base/error.h"
 
 struct kiln_config;
 
-#define KILN_API_PATH_INFO         "/v1/info"
-#define KILN_API_CONTENT_TYPE_JSON "application/json"
+#define KILN_API_PATH_INFO               "/v1/info"
+#define KILN_API_PATH_PULL               "/v1/pull"
+#define KILN_API_PATH_IMAGETOOLS_INSPECT "/v1/imagetools/inspect"
+#define KILN_API_PATH_IMAGETOOLS_CREATE  "/v1/imagetools/create"
+#define KILN_API_CONTENT_TYPE_JSON       "application/json"
+#define KILN_API_CONTENT_TYPE_NDJSON     "application/x-ndjson"
+#define KILN_API_HEADER_DOCKER_DIGEST    "Docker-Content-Digest"
+
+/* A reference or platform in a request (the registry client has its own,
+ * equal, limit on references). */
+#define KILN_API_LIMIT_REF 4096u
+/* Sources and tags of one imagetools create. */
+#define KILN_API_LIMIT_IMAGETOOLS_REFS 64u
+/* Layers listed in one pull result (the content module's limit). */
+#define KILN_API_LIMIT_LAYERS 1024u
+/* "2026-11-28T06:40:01.123456789Z" and its NUL. */
+#define KILN_API_TIME_SIZE 32u
 
 /* What the daemon knows about itself, for kiln_api_info_to_json. All
  * pointers are borrowed. */
@@ -102,3 +216,158 @@ char *kiln_api_error_body(const char *message, size_t *ret_len);
 /* Reads an error body sent by the daemon: the "error" string of a JSON
  * object, or NULL when body is not one. Returns a malloc'd string. */
 char *kiln_api_error_parse(const char *body, size_t len);
+
+/* ---- images ---- */
+
+/* JSON helpers shared by the encoders: a string (invalid UTF-8 shown as
+ * '?'), or JSON null for NULL; NULL only when jansson cannot allocate. */
+json_t *kiln_api_json_string(const char *s);
+
+/* Now, as events carry it: "2026-11-28T06:40:01.123456789Z". */
+void kiln_api_time_now(char out[static KILN_API_TIME_SIZE]);
+
+enum kiln_api_event_type {
+        KILN_API_EVENT_RESOLVING,
+        KILN_API_EVENT_RESOLVED,
+        KILN_API_EVENT_BLOB_STARTED,
+        KILN_API_EVENT_BLOB_PROGRESS,
+        KILN_API_EVENT_BLOB_DONE,
+        KILN_API_EVENT_BLOB_CACHED,
+        KILN_API_EVENT_BLOB_EXISTS,
+        KILN_API_EVENT_BLOB_MOUNTED,
+        KILN_API_EVENT_RETRY,
+        KILN_API_EVENT_BLOB_ERROR,
+        KILN_API_EVENT_RESULT, /* final: the fields are per endpoint */
+        KILN_API_EVENT_ERROR,  /* final: error */
+        _KILN_API_EVENT_TYPE_MAX,
+        _KILN_API_EVENT_TYPE_INVALID = -EINVAL,
+};
+
+/* "resolving", "blob-progress", ...; NULL for a value out of range. */
+const char *kiln_api_event_type_to_string(enum kiln_api_event_type t);
+/* -EINVAL for a name this version does not know (a client skips those). */
+enum kiln_api_event_type kiln_api_event_type_from_string(const char *s);
+
+/* A progress or error event. Strings are borrowed when encoding and owned
+ * (released by kiln_api_event_release) when decoded; NULL means absent. */
+struct kiln_api_event {
+        enum kiln_api_event_type type;
+        const char *time;
+        const char *ref;
+        const char *digest;
+        const char *media_type;
+        int64_t size;     /* < 0: absent */
+        uint64_t current; /* blob-progress */
+        const char *message;
+        const char *error; /* the error event's message */
+};
+
+/* Builds one event line's object (not for KILN_API_EVENT_RESULT, whose
+ * encoders are below). Returns 0 and *ret, -EINVAL for a type out of range
+ * or -ENOMEM. Any thread. */
+int kiln_api_event_to_json(const struct kiln_api_event *ev, json_t **ret);
+
+/* Reads an event object's type and common fields into *ret (strings
+ * copied). Unknown keys are ignored; a known key of the wrong type, a
+ * missing or unknown type fails with -EBADMSG (the type's name quoted, so
+ * that a client may choose to skip unknown types). A result event gets
+ * only type and time: decode the rest with the result decoder of its
+ * endpoint. */
+int kiln_api_event_from_json(const json_t *j, struct kiln_api_event *ret, struct kiln_error **err);
+void kiln_api_event_release(struct kiln_api_event *ev);
+
+struct kiln_api_descriptor {
+        char *media_type;
+        char *digest;
+        int64_t size;
+};
+void kiln_api_descriptor_release(struct kiln_api_descriptor *d);
+
+/* POST /v1/pull's body. */
+struct kiln_api_pull_request {
+        char *ref;
+        char *platform; /* NULL: the daemon's default */
+};
+int kiln_api_pull_request_to_json(const struct kiln_api_pull_request *r, json_t **ret);
+/* Strict: the body must be an object with a non-empty "ref" string of at
+ * most KILN_API_LIMIT_REF bytes, an optional "platform" string, and no other
+ * key. Errors are -EINVAL with a message for the client ("unknown field
+ * 'x'"). *ret is overwritten; release it on success. */
+int kiln_api_pull_request_from_json(const json_t *j, struct kiln_api_pull_request *ret,
+                                    struct kiln_error **err);
+void kiln_api_pull_request_release(struct kiln_api_pull_request *r);
+
+/* The pull's result event. */
+struct kiln_api_pull_result {
+        char *ref;
+        struct kiln_api_descriptor root;
+        char *platform; /* NULL when the index did not say */
+        struct kiln_api_descriptor manifest;
+        struct kiln_api_descriptor config;
+        struct kiln_api_descriptor *layers;
+        size_t n_layers;
+        uint64_t bytes_downloaded;
+        unsigned blobs_downloaded;
+        unsigned blobs_cached;
+};
+/* time may be NULL (then no "time" key). */
+int kiln_api_pull_result_to_json(const struct kiln_api_pull_result *r, const char *time,
+                                 json_t **ret);
+/* Unknown keys are ignored; missing or mistyped known ones fail with
+ * -EBADMSG. More than KILN_API_LIMIT_LAYERS layers fail with -E2BIG. */
+int kiln_api_pull_result_from_json(const json_t *j, struct kiln_api_pull_result *ret,
+                                   struct kiln_error **err);
+void kiln_api_pull_result_release(struct kiln_api_pull_result *r);
+
+/* POST /v1/imagetools/create's body. */
+struct kiln_api_imagetools_create_request {
+        char **sources;
+        size_t n_sources;
+        char **tags;
+        size_t n_tags;
+};
+int kiln_api_imagetools_create_request_to_json(const struct kiln_api_imagetools_create_request *r,
+                                               json_t **ret);
+/* Strict, as the pull request: "sources" and "tags" arrays of 1 to
+ * KILN_API_LIMIT_IMAGETOOLS_REFS non-empty strings, nothing else. */
+int kiln_api_imagetools_create_request_from_json(const json_t *j,
+                                                 struct kiln_api_imagetools_create_request *ret,
+                                                 struct kiln_error **err);
+void kiln_api_imagetools_create_request_release(struct kiln_api_imagetools_create_request *r);
+
+struct kiln_api_pushed_tag {
+        char *ref;
+        char *digest;
+};
+
+/* The imagetools create result event. */
+struct kiln_api_imagetools_create_result {
+        char *digest;
+        char *media_type;
+        struct kiln_api_pushed_tag *tags;
+        size_t n_tags;
+        unsigned blobs_uploaded;
+        unsigned blobs_existing;
+        unsigned blobs_mounted;
+        uint64_t bytes_uploaded;
+};
+int kiln_api_imagetools_create_result_to_json(const struct kiln_api_imagetools_create_result *r,
+                                              const char *time, json_t **ret);
+int kiln_api_imagetools_create_result_from_json(const json_t *j,
+                                                struct kiln_api_imagetools_create_result *ret,
+                                                struct kiln_error **err);
+void kiln_api_imagetools_create_result_release(struct kiln_api_imagetools_create_result *r);
+
+/* GET /v1/imagetools/inspect's answer without raw. */
+struct kiln_api_inspect {
+        char *name;
+        char *media_type;
+        char *digest;
+        int64_t size;
+        json_t *manifest; /* a reference owned by the struct */
+};
+int kiln_api_inspect_to_json(const struct kiln_api_inspect *in, json_t **ret);
+/* "manifest" must be an object; unknown keys are ignored. */
+int kiln_api_inspect_from_json(const json_t *j, struct kiln_api_inspect *ret,
+                               struct kiln_error **err);
+void kiln_api_inspect_release(struct kiln_api_inspect *in);

@@ -22,6 +22,11 @@ static json_t *json_str(const char *s)
         return json_string(copy);
 }
 
+json_t *kiln_api_json_string(const char *s)
+{
+        return json_str(s);
+}
+
 static json_t *json_strv(char *const *v, size_t n)
 {
         json_t *a = json_array();

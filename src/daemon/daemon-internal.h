@@ -3,22 +3,35 @@
 
 /*
  * kilnd's internals, shared by daemon.c (lifecycle, loop), listen.c
- * (sockets) and server.c (HTTP). Everything here runs on the daemon's one
- * thread: the loop in kiln_daemon_run drives the HTTP servers itself (MHD in
- * external epoll mode), so no object below needs a lock.
+ * (sockets), server.c (HTTP), ops.c (long operations and their streams)
+ * and images.c (the image endpoints). Everything here runs on the daemon's
+ * one loop thread: the loop in kiln_daemon_run drives the HTTP servers
+ * itself (MHD in external epoll mode), so no object below needs a lock,
+ * with one exception: an operation (struct kiln_daemon_op, ops.c) runs on
+ * a worker thread of its own and hands its events and answer to the loop
+ * under the operation's lock (kiln_daemon_op.lock), waking the loop
+ * through the daemon's eventfd (wake_fd). Every MHD call stays on the loop
+ * thread.
  */
 
+#include <jansson.h>
+#include <microhttpd.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "base/buf.h"
 #include "base/error.h"
 #include "config/address.h"
 #include "daemon.h"
 
-struct MHD_Daemon;
 struct kiln_config;
+struct kiln_content_store;
+struct kiln_registry_client;
+struct kiln_registry_event;
+struct kiln_registry_transfer_manager;
 
 /* A TLS certificate, key or CA bundle read for --tlscert/--tlskey/--tlscacert. */
 #define KILN_DAEMON_LIMIT_PEM (1u << 20)
@@ -30,10 +43,39 @@ struct kiln_config;
 #define KILN_DAEMON_CONNECTION_MEMORY (64u << 10)
 /* Longest message from libmicrohttpd that is kept for an error. */
 #define KILN_DAEMON_MHD_MESSAGE_MAX 256u
+/* Long operations (pulls, copies, inspections) running at once, over all
+ * clients; one more is refused with 503 until one ends. Each runs on its
+ * own thread, which mostly waits for the transfer manager (whose per-host
+ * limits are the real bound on registry traffic). */
+#define KILN_DAEMON_MAX_OPERATIONS 16u
+/* Events an operation may hold for a client that reads slower than they
+ * come: past the soft limit progress events are dropped (the client still
+ * gets every other event), past the hard one the stream is cut. */
+#define KILN_DAEMON_STREAM_SOFT_LIMIT (256u << 10)
+#define KILN_DAEMON_STREAM_HARD_LIMIT (8u << 20)
+/* The chunk MHD asks a stream for at most. */
+#define KILN_DAEMON_STREAM_BLOCK (16u << 10)
+/* After a stop signal, how long streams get to deliver their last events
+ * once every operation has ended. */
+#define KILN_DAEMON_STOP_DRAIN_MS 2000
+
+/* What an event of the daemon's epoll set is about: epoll_event.data.ptr
+ * points at one of these, the first member of its owner. */
+enum kiln_daemon_source_kind {
+        KILN_DAEMON_SOURCE_SIGNAL, /* the signalfd */
+        KILN_DAEMON_SOURCE_WAKE,   /* wake_fd: an operation has news */
+        KILN_DAEMON_SOURCE_SERVER, /* a listener's MHD epoll fd */
+        KILN_DAEMON_SOURCE_HANGUP, /* a suspended stream's socket hung up */
+};
+
+struct kiln_daemon_source {
+        enum kiln_daemon_source_kind kind;
+};
 
 struct kiln_daemon_listener {
-        struct kiln_daemon *daemon; /* back pointer, for the HTTP handlers */
-        char *address;              /* as configured, for logs and errors */
+        struct kiln_daemon_source source; /* first: KILN_DAEMON_SOURCE_SERVER */
+        struct kiln_daemon *daemon;       /* back pointer, for the HTTP handlers */
+        char *address;                    /* as configured, for logs and errors */
         struct kiln_config_address parsed;
         int fd;         /* listening socket until handed to MHD, then -1 */
         bool tls;       /* TCP: served over TLS */
@@ -62,6 +104,35 @@ struct kiln_daemon {
         size_t tls_key_len;
         struct kiln_daemon_listener *listeners;
         size_t n_listeners;
+
+        struct kiln_daemon_source signal_source;
+        struct kiln_daemon_source wake_source;
+        /* An eventfd that operations write to when they have news for the
+         * loop (events, an answer, their end). */
+        int wake_fd;
+        /* <root>/content, and the one transfer manager and registry client
+         * every request of the daemon goes through, so that the
+         * per-registry connection limits hold across all of them. The
+         * store, manager and client are thread safe. */
+        struct kiln_content_store *store;
+        struct kiln_registry_transfer_manager *manager;
+        struct kiln_registry_client *client;
+        /* Operations not yet forgotten (running, or still attached to a
+         * request), newest first; n_running of them have a live thread. */
+        struct kiln_daemon_op *ops;
+        unsigned n_running;
+        unsigned next_op_id;
+        /* A stop signal arrived: new operations are refused, running ones
+         * are cancelled. */
+        bool stopping;
+};
+
+/* What the HTTP handler remembers between MHD's calls for one request
+ * (server.c owns it; handlers see it). */
+struct kiln_daemon_request {
+        struct kiln_daemon_listener *listener;
+        struct kiln_buf body;      /* at most KILN_LIMIT_API_REQUEST bytes */
+        struct kiln_daemon_op *op; /* a reference, when an operation answers it */
 };
 
 /* Creates the socket for l->parsed, listening, in l->fd. A unix socket's
@@ -90,3 +161,130 @@ void kiln_daemon_server_dispatch(struct kiln_daemon *d);
 int kiln_daemon_server_timeout(struct kiln_daemon *d);
 /* Stops l's server (closing its listening socket and connections). */
 void kiln_daemon_server_stop(struct kiln_daemon_listener *l);
+
+/* ---- answers (server.c) ---- */
+
+/* Queues an answer: status, body (taken; NULL means out of memory, which
+ * drops the connection), its Content-Type, and extra headers as
+ * NULL-terminated name, value pairs (NULL: none). Logs the request at
+ * debug. */
+enum MHD_Result kiln_daemon_respond(struct MHD_Connection *conn, const char *method,
+                                    const char *url, unsigned status, const char *content_type,
+                                    char *body, size_t len, const char *const *headers);
+/* {"error": message} with status (and an Allow header when allow is set). */
+enum MHD_Result kiln_daemon_respond_error(struct MHD_Connection *conn, const char *method,
+                                          const char *url, unsigned status, const char *allow,
+                                          const char *message);
+/* j serialised as the API wants (j is borrowed). */
+enum MHD_Result kiln_daemon_respond_json(struct MHD_Connection *conn, const char *method,
+                                         const char *url, unsigned status, const json_t *j);
+
+/* ---- operations (ops.c) ---- */
+
+/*
+ * An operation: one long request (a pull, a copy, an inspection) run on a
+ * worker thread of its own, so that the loop never waits for a registry.
+ *
+ * A streaming operation answers at once with 200 and an NDJSON stream (a
+ * callback response): the worker queues events (kiln_daemon_op_emit*),
+ * MHD's reader callback hands them out, and when the queue is empty the
+ * reader suspends the connection (returning 0 without suspending would make
+ * MHD's epoll mode spin); the worker wakes the loop through wake_fd and the
+ * loop resumes it. A plain operation suspends its connection from the
+ * handler and answers with kiln_daemon_op_answer once the worker is done.
+ *
+ * While a connection is suspended MHD does not watch its socket, so the
+ * loop does (EPOLLRDHUP): a client that hangs up, or whose request ends
+ * early for any reason, cancels its operation: the cancel flag is set
+ * (kiln_daemon_op_cancelled), nothing more is queued and the result is
+ * dropped. The registry client has no way yet to abandon a pull or copy
+ * midway, so the worker runs to its end; only then is the thread joined.
+ *
+ * References: the daemon's list, the request (kiln_daemon_request.op) and
+ * a stream's MHD response each hold one; they are taken and dropped on the
+ * loop thread only. The list's reference goes once the thread is joined
+ * and no request uses the operation.
+ */
+struct kiln_daemon_op;
+
+/* The worker: does the work, emits a streaming operation's events and its
+ * result (kiln_daemon_op_emit_json) or sets a plain operation's answer
+ * (kiln_daemon_op_set_answer). Returns 0, or -errno and *err; ops.c then
+ * sends the error (an "error" event, or an error answer whose status
+ * kiln_daemon_op_status_of picks). */
+typedef int (*kiln_daemon_op_fn)(struct kiln_daemon_op *op, void *args, struct kiln_error **err);
+
+struct kiln_daemon_op_spec {
+        const char *what; /* "pull", "imagetools create": logs */
+        const char *ref;  /* for the start and end log lines */
+        bool stream;
+        kiln_daemon_op_fn fn;
+        void *args; /* owned by the operation from then on */
+        void (*args_free)(void *args);
+};
+
+/* Starts an operation for the request on conn: refuses it (503, already
+ * answered) when KILN_DAEMON_MAX_OPERATIONS run or the daemon is stopping;
+ * else starts the worker and either queues the 200 stream answer or
+ * suspends conn. spec->args is freed on every path. Returns MHD_YES or
+ * MHD_NO, as an MHD handler does. */
+enum MHD_Result kiln_daemon_op_start(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                     struct MHD_Connection *conn, const char *method,
+                                     const char *url, const struct kiln_daemon_op_spec *spec);
+
+/* The handler's later calls for a request with an operation: answers a
+ * plain operation that is done, suspends again one that is not. */
+enum MHD_Result kiln_daemon_op_continue(struct kiln_daemon_request *req,
+                                        struct MHD_Connection *conn, const char *method,
+                                        const char *url);
+
+/* The request is over (MHD's completed callback): detaches and unrefs. */
+void kiln_daemon_op_request_done(struct kiln_daemon_request *req);
+
+/* Worker side. The daemon (for its store and client). */
+struct kiln_daemon *kiln_daemon_op_daemon(struct kiln_daemon_op *op);
+/* Whether the client went away or the daemon is stopping. */
+bool kiln_daemon_op_cancelled(struct kiln_daemon_op *op);
+/* Queues an event object (borrowed) on a stream; progress events may be
+ * dropped for a slow reader. Any thread. */
+void kiln_daemon_op_emit_json(struct kiln_daemon_op *op, const json_t *event, bool droppable);
+/* A kiln_registry_event_fn: the event as the API's (userdata: the op). */
+void kiln_daemon_op_registry_event(void *userdata, const struct kiln_registry_event *ev);
+/* The digest named in the end log line. */
+void kiln_daemon_op_set_digest(struct kiln_daemon_op *op, const char *digest);
+/* A plain operation's answer: status, Content-Type, body (taken) and one
+ * optional header. */
+void kiln_daemon_op_set_answer(struct kiln_daemon_op *op, unsigned status, const char *content_type,
+                               char *body, size_t len, const char *header_name,
+                               const char *header_value);
+/* The HTTP status for an operation's failure code. */
+unsigned kiln_daemon_op_status_of(int r);
+
+/* Loop side. Resumes connections whose operation has news, reaps ended
+ * workers, forgets finished operations. After wake_fd fired. */
+void kiln_daemon_ops_dispatch(struct kiln_daemon *d);
+/* A suspended stream's socket hung up (its HANGUP source fired). */
+void kiln_daemon_ops_hangup(struct kiln_daemon *d, struct kiln_daemon_source *source);
+/* Cancels every operation (the daemon is stopping). */
+void kiln_daemon_ops_cancel(struct kiln_daemon *d);
+/* Whether no operation is left at all (all joined and detached). */
+bool kiln_daemon_ops_idle(struct kiln_daemon *d);
+/* For kiln_daemon_free: cancels and joins every worker, and resumes every
+ * suspended connection (MHD_stop_daemon refuses suspended ones). */
+void kiln_daemon_ops_stop(struct kiln_daemon *d);
+/* After the servers stopped: drops the list's references. */
+void kiln_daemon_ops_free(struct kiln_daemon *d);
+
+/* ---- image endpoints (images.c) ---- */
+
+enum MHD_Result kiln_daemon_handle_pull(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                        struct MHD_Connection *conn, const char *method,
+                                        const char *url);
+enum MHD_Result kiln_daemon_handle_imagetools_inspect(struct kiln_daemon *d,
+                                                      struct kiln_daemon_request *req,
+                                                      struct MHD_Connection *conn,
+                                                      const char *method, const char *url);
+enum MHD_Result kiln_daemon_handle_imagetools_create(struct kiln_daemon *d,
+                                                     struct kiln_daemon_request *req,
+                                                     struct MHD_Connection *conn,
+                                                     const char *method, const char *url);

@@ -4,14 +4,18 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "base/fs.h"
 #include "base/log.h"
 #include "config/config.h"
+#include "content/content.h"
 #include "daemon-internal.h"
+#include "registry/registry.h"
 
 /* The pid written into the lock file: "1234\n". */
 #define LOCK_PID_MAX 32
@@ -181,7 +185,8 @@ static int load_tls(struct kiln_daemon *d, struct kiln_error **err)
 
 static int setup_signals(struct kiln_daemon *d, struct kiln_error **err)
 {
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->signal_source };
+        struct epoll_event wake = { .events = EPOLLIN, .data.ptr = &d->wake_source };
         sigset_t mask;
         int r;
 
@@ -203,6 +208,37 @@ static int setup_signals(struct kiln_daemon *d, struct kiln_error **err)
                 return kiln_error_set(err, -errno, "epoll: %s", strerror(errno));
         if (epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, d->signal_fd, &ev) < 0)
                 return kiln_error_set(err, -errno, "epoll: %s", strerror(errno));
+        /* Operations' worker threads tell the loop they have news here. */
+        d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (d->wake_fd < 0)
+                return kiln_error_set(err, -errno, "eventfd: %s", strerror(errno));
+        if (epoll_ctl(d->epoll_fd, EPOLL_CTL_ADD, d->wake_fd, &wake) < 0)
+                return kiln_error_set(err, -errno, "epoll: %s", strerror(errno));
+        return 0;
+}
+
+/* The content store and the one transfer manager and registry client of
+ * the daemon. After setup_signals: the manager's thread must inherit the
+ * blocked stop signals. */
+static int setup_registry(struct kiln_daemon *d, struct kiln_error **err)
+{
+        struct kiln_registry_transfer_manager_options mo = {
+                .max_concurrency = d->config->system.max_registry_concurrency > 0
+                                           ? (unsigned) d->config->system.max_registry_concurrency
+                                           : 0,
+        };
+        struct kiln_registry_client_options co = { .retry_base_ms = -1 };
+        int r;
+
+        r = kiln_content_store_open(d->root, &d->store, err);
+        if (r < 0)
+                return r;
+        r = kiln_registry_transfer_manager_new(&mo, &d->manager, err);
+        if (r < 0)
+                return kiln_error_wrap(err, "start the registry transfer manager");
+        r = kiln_registry_client_new(d->manager, d->config, &co, &d->client, err);
+        if (r < 0)
+                return kiln_error_wrap(err, "start the registry client");
         return 0;
 }
 
@@ -223,12 +259,15 @@ int kiln_daemon_new(const struct kiln_config *config, const char *config_path,
         d->config = config;
         d->config_path = config_path ? kiln_xstrdup(config_path) : NULL;
         d->root = kiln_xstrdup(config->root ? config->root : KILN_CONFIG_DEFAULT_ROOT);
-        d->lock_fd = d->signal_fd = d->epoll_fd = -1;
+        d->lock_fd = d->signal_fd = d->epoll_fd = d->wake_fd = -1;
+        d->signal_source.kind = KILN_DAEMON_SOURCE_SIGNAL;
+        d->wake_source.kind = KILN_DAEMON_SOURCE_WAKE;
         d->listeners = kiln_xcalloc(config->grpc.n_address, sizeof(*d->listeners));
         d->n_listeners = config->grpc.n_address;
         for (size_t i = 0; i < d->n_listeners; i++) {
                 struct kiln_daemon_listener *l = &d->listeners[i];
 
+                l->source.kind = KILN_DAEMON_SOURCE_SERVER;
                 l->daemon = d;
                 l->fd = -1;
                 l->address = kiln_xstrdup(config->grpc.address[i]);
@@ -250,6 +289,9 @@ int kiln_daemon_new(const struct kiln_config *config, const char *config_path,
         if (r < 0)
                 return r;
         r = load_tls(d, err);
+        if (r < 0)
+                return r;
+        r = setup_registry(d, err);
         if (r < 0)
                 return r;
 
@@ -300,28 +342,111 @@ static uint32_t read_signal(struct kiln_daemon *d)
         }
 }
 
+static int64_t now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void read_wake(struct kiln_daemon *d)
+{
+        uint64_t n;
+
+        (void) !read(d->wake_fd, &n, sizeof(n));
+}
+
+/* The epoll timeout: the servers' own, and while stopping, the end of the
+ * grace period for streams still delivering their last events. */
+static int loop_timeout(struct kiln_daemon *d, int64_t drain_deadline)
+{
+        int timeout = kiln_daemon_server_timeout(d);
+        int64_t left;
+
+        if (drain_deadline < 0)
+                return timeout;
+        left = drain_deadline - now_ms();
+        if (left < 0)
+                left = 0;
+        if (timeout < 0 || left < timeout)
+                timeout = (int) left;
+        return timeout;
+}
+
 int kiln_daemon_run(struct kiln_daemon *d, struct kiln_error **err)
 {
+        int64_t drain_deadline = -1;
+        bool waiting_logged = false;
+
         for (;;) {
                 struct epoll_event events[16];
+                bool wake = false;
                 uint32_t sig = 0;
                 int n;
 
                 n = epoll_wait(d->epoll_fd, events, ELEMENTSOF(events),
-                               kiln_daemon_server_timeout(d));
+                               loop_timeout(d, drain_deadline));
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
                         return kiln_error_set(err, -errno, "wait for events: %s", strerror(errno));
                 }
-                for (int i = 0; i < n; i++)
-                        if (!events[i].data.ptr)
+                /* Nothing is freed while the batch is read (operations go in
+                 * ops_dispatch and the servers' dispatch, below), so every
+                 * source an event points at is alive. */
+                for (int i = 0; i < n; i++) {
+                        struct kiln_daemon_source *src = events[i].data.ptr;
+
+                        switch (src->kind) {
+                        case KILN_DAEMON_SOURCE_SIGNAL:
                                 sig = read_signal(d);
-                if (sig) {
-                        log_info_f(KILN_FIELDS({ "signal", signal_name(sig) }), "stopping");
-                        return 0;
+                                break;
+                        case KILN_DAEMON_SOURCE_WAKE:
+                                read_wake(d);
+                                wake = true;
+                                break;
+                        case KILN_DAEMON_SOURCE_HANGUP:
+                                kiln_daemon_ops_hangup(d, src);
+                                break;
+                        case KILN_DAEMON_SOURCE_SERVER:
+                                break;
+                        }
                 }
+                if (sig && !d->stopping) {
+                        log_info_f(KILN_FIELDS({ "signal", signal_name(sig) }), "stopping");
+                        d->stopping = true;
+                        kiln_daemon_ops_cancel(d);
+                } else if (sig) {
+                        /* A second signal: no more grace for slow readers;
+                         * workers still have to end before the store goes. */
+                        drain_deadline = now_ms();
+                }
+                if (wake || sig)
+                        kiln_daemon_ops_dispatch(d);
                 kiln_daemon_server_dispatch(d);
+                /* Requests that ended in there may leave operations to forget. */
+                kiln_daemon_ops_dispatch(d);
+
+                if (!d->stopping)
+                        continue;
+                if (kiln_daemon_ops_idle(d))
+                        return 0;
+                if (d->n_running > 0) {
+                        if (!waiting_logged) {
+                                char count[16];
+
+                                (void) snprintf(count, sizeof(count), "%u", d->n_running);
+                                log_info_f(KILN_FIELDS({ "operations", count }),
+                                           "waiting for running operations to end");
+                                waiting_logged = true;
+                        }
+                        continue;
+                }
+                if (drain_deadline < 0)
+                        drain_deadline = now_ms() + KILN_DAEMON_STOP_DRAIN_MS;
+                else if (now_ms() >= drain_deadline)
+                        return 0;
         }
 }
 
@@ -329,12 +454,22 @@ struct kiln_daemon *kiln_daemon_free(struct kiln_daemon *d)
 {
         if (!d)
                 return NULL;
+        /* Workers first (they use the store and the client), then the
+         * servers (which refuse to stop with suspended connections), then
+         * what the workers used. */
+        kiln_daemon_ops_stop(d);
         for (size_t i = 0; i < d->n_listeners; i++) {
                 kiln_daemon_listener_close(&d->listeners[i]);
                 kiln_config_address_release(&d->listeners[i].parsed);
                 free(d->listeners[i].address);
         }
         free(d->listeners);
+        kiln_daemon_ops_free(d);
+        d->client = kiln_registry_client_free(d->client);
+        d->manager = kiln_registry_transfer_manager_free(d->manager);
+        d->store = kiln_content_store_free(d->store);
+        if (d->wake_fd >= 0)
+                (void) close(d->wake_fd);
         unlock_root(d);
         if (d->signal_fd >= 0) {
                 /* A second stop signal that arrived while stopping is

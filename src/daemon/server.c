@@ -84,8 +84,9 @@ static bool client_verified(struct MHD_Connection *conn)
         return status == 0;
 }
 
-static enum MHD_Result respond(struct MHD_Connection *conn, const char *method, const char *url,
-                               unsigned status, char *body, size_t len, const char *allow)
+enum MHD_Result kiln_daemon_respond(struct MHD_Connection *conn, const char *method,
+                                    const char *url, unsigned status, const char *content_type,
+                                    char *body, size_t len, const char *const *headers)
 {
         struct MHD_Response *resp;
         enum MHD_Result ret;
@@ -102,29 +103,44 @@ static enum MHD_Result respond(struct MHD_Connection *conn, const char *method, 
                 free(body);
                 return MHD_NO;
         }
-        if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                    KILN_API_CONTENT_TYPE_JSON) != MHD_YES ||
-            (allow && MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)) {
+        if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES) {
                 MHD_destroy_response(resp);
                 return MHD_NO;
         }
+        for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+                if (MHD_add_response_header(resp, headers[i], headers[i + 1]) != MHD_YES) {
+                        MHD_destroy_response(resp);
+                        return MHD_NO;
+                }
         ret = MHD_queue_response(conn, status, resp);
         MHD_destroy_response(resp);
         return ret;
 }
 
-static enum MHD_Result respond_error(struct MHD_Connection *conn, const char *method,
-                                     const char *url, unsigned status, const char *allow,
-                                     const char *message)
+enum MHD_Result kiln_daemon_respond_error(struct MHD_Connection *conn, const char *method,
+                                          const char *url, unsigned status, const char *allow,
+                                          const char *message)
 {
+        const char *headers[] = { MHD_HTTP_HEADER_ALLOW, allow, NULL };
         size_t len = 0;
         char *body = kiln_api_error_body(message, &len);
 
-        return respond(conn, method, url, status, body, len, allow);
+        return kiln_daemon_respond(conn, method, url, status, KILN_API_CONTENT_TYPE_JSON, body, len,
+                                   allow ? headers : NULL);
 }
 
-static enum MHD_Result handle_info(struct kiln_daemon *d, struct MHD_Connection *conn,
-                                   const char *method, const char *url)
+enum MHD_Result kiln_daemon_respond_json(struct MHD_Connection *conn, const char *method,
+                                         const char *url, unsigned status, const json_t *j)
+{
+        size_t len = 0;
+        char *body = kiln_api_json_dump(j, &len);
+
+        return kiln_daemon_respond(conn, method, url, status, KILN_API_CONTENT_TYPE_JSON, body, len,
+                                   NULL);
+}
+
+static enum MHD_Result handle_info(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                   struct MHD_Connection *conn, const char *method, const char *url)
 {
         const struct kiln_config *c = d->config;
         struct kiln_api_info info = {
@@ -136,93 +152,124 @@ static enum MHD_Result handle_info(struct kiln_daemon *d, struct MHD_Connection 
                 .n_addresses = c->grpc.n_address,
                 .config = c,
         };
+        enum MHD_Result ret;
         json_t *j = NULL;
-        size_t len = 0;
-        char *body;
 
         if (kiln_api_info_to_json(&info, &j) < 0)
-                return respond_error(conn, method, url, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
-                                     "out of memory");
-        body = kiln_api_json_dump(j, &len);
+                return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                                 NULL, "out of memory");
+        ret = kiln_daemon_respond_json(conn, method, url, MHD_HTTP_OK, j);
         json_decref(j);
-        return respond(conn, method, url, MHD_HTTP_OK, body, len, NULL);
+        return ret;
 }
+
+/* The methods a route takes. */
+enum {
+        METHOD_GET = 1 << 0, /* and HEAD */
+        METHOD_POST = 1 << 1,
+};
 
 struct route {
         const char *path;
+        unsigned methods;
         const char *allow; /* the Allow header for 405 */
-        enum MHD_Result (*handler)(struct kiln_daemon *d, struct MHD_Connection *conn,
-                                   const char *method, const char *url);
+        enum MHD_Result (*handler)(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                   struct MHD_Connection *conn, const char *method,
+                                   const char *url);
 };
 
 static const struct route routes[] = {
-        { KILN_API_PATH_INFO, "GET, HEAD", handle_info },
-};
-
-/* What the handler remembers between MHD's calls for one request. */
-struct request {
-        uint64_t body_len;
+        { KILN_API_PATH_INFO, METHOD_GET, "GET, HEAD", handle_info },
+        { KILN_API_PATH_PULL, METHOD_POST, "POST", kiln_daemon_handle_pull },
+        { KILN_API_PATH_IMAGETOOLS_INSPECT, METHOD_GET, "GET, HEAD",
+          kiln_daemon_handle_imagetools_inspect },
+        { KILN_API_PATH_IMAGETOOLS_CREATE, METHOD_POST, "POST",
+          kiln_daemon_handle_imagetools_create },
 };
 
 static void mhd_request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                                   enum MHD_RequestTerminationCode code)
 {
-        free(*req_cls);
+        struct kiln_daemon_request *req = *req_cls;
+
+        if (!req)
+                return;
+        kiln_daemon_op_request_done(req);
+        kiln_buf_release(&req->body);
+        free(req);
         *req_cls = NULL;
 }
 
-static enum MHD_Result route(struct kiln_daemon_listener *l, struct MHD_Connection *conn,
-                             const char *method, const char *url)
+static unsigned method_bit(const char *method)
+{
+        if (streq(method, MHD_HTTP_METHOD_GET) || streq(method, MHD_HTTP_METHOD_HEAD))
+                return METHOD_GET;
+        if (streq(method, MHD_HTTP_METHOD_POST))
+                return METHOD_POST;
+        return 0;
+}
+
+static enum MHD_Result route(struct kiln_daemon_listener *l, struct kiln_daemon_request *req,
+                             struct MHD_Connection *conn, const char *method, const char *url)
 {
         for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
                 if (!streq(url, routes[i].path))
                         continue;
-                if (!streq(method, MHD_HTTP_METHOD_GET) && !streq(method, MHD_HTTP_METHOD_HEAD)) {
+                if (!(method_bit(method) & routes[i].methods)) {
                         _cleanup_free_ char *msg =
                                 kiln_xasprintf("method %s not allowed on '%s'", method, url);
 
-                        return respond_error(conn, method, url, MHD_HTTP_METHOD_NOT_ALLOWED,
-                                             routes[i].allow, msg);
+                        return kiln_daemon_respond_error(conn, method, url,
+                                                         MHD_HTTP_METHOD_NOT_ALLOWED,
+                                                         routes[i].allow, msg);
                 }
-                return routes[i].handler(l->daemon, conn, method, url);
+                return routes[i].handler(l->daemon, req, conn, method, url);
         }
 
         _cleanup_free_ char *msg = kiln_xasprintf("no such endpoint '%s'", url);
-        return respond_error(conn, method, url, MHD_HTTP_NOT_FOUND, NULL, msg);
+        return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_NOT_FOUND, NULL, msg);
 }
 
 /* MHD calls this once when the headers are in, once per chunk of body,
  * and once more when the body is complete; the answer comes at the end, so
  * that a client still sending its body never writes into a closed socket
- * and the connection can be reused. No route takes a body yet: it is
- * counted against KILN_LIMIT_API_REQUEST and dropped. */
+ * and the connection can be reused. Bodies are kept up to
+ * KILN_LIMIT_API_REQUEST (routes that take none ignore theirs). A request
+ * answered by an operation (ops.c) comes back here when its connection is
+ * resumed. */
 static enum MHD_Result mhd_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **req_cls)
 {
         struct kiln_daemon_listener *l = cls;
-        struct request *req = *req_cls;
+        struct kiln_daemon_request *req = *req_cls;
 
         if (!req) {
                 const char *length;
 
                 if (l->mtls && !client_verified(conn))
-                        return respond_error(conn, method, url, MHD_HTTP_FORBIDDEN, NULL,
-                                             "a client certificate signed by the configured CA "
-                                             "is required");
+                        return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_FORBIDDEN,
+                                                         NULL,
+                                                         "a client certificate signed by the "
+                                                         "configured CA is required");
                 length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
                 if (length && strtoull(length, NULL, 10) > KILN_LIMIT_API_REQUEST)
-                        return respond_error(conn, method, url, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
-                                             "request body too large");
-                *req_cls = kiln_xcalloc(1, sizeof(*req));
+                        return kiln_daemon_respond_error(conn, method, url,
+                                                         MHD_HTTP_CONTENT_TOO_LARGE, NULL,
+                                                         "request body too large");
+                req = kiln_xcalloc(1, sizeof(*req));
+                req->listener = l;
+                req->body = KILN_BUF_INIT(KILN_LIMIT_API_REQUEST);
+                *req_cls = req;
                 return MHD_YES;
         }
 
         if (*upload_data_size > 0) {
-                req->body_len += *upload_data_size;
+                size_t n = *upload_data_size;
+
                 *upload_data_size = 0;
-                if (req->body_len <= KILN_LIMIT_API_REQUEST)
+                if (kiln_buf_append(&req->body, upload_data, n) >= 0)
                         return MHD_YES;
                 /* MHD cannot answer in the middle of a body (a chunked one
                  * that announced no length): all that is left is to hang up. */
@@ -231,7 +278,9 @@ static enum MHD_Result mhd_handler(void *cls, struct MHD_Connection *conn, const
                 return MHD_NO;
         }
 
-        return route(l, conn, method, url);
+        if (req->op)
+                return kiln_daemon_op_continue(req, conn, method, url);
+        return route(l, req, conn, method, url);
 }
 
 int kiln_daemon_server_start(struct kiln_daemon *d, struct kiln_daemon_listener *l,
@@ -239,8 +288,9 @@ int kiln_daemon_server_start(struct kiln_daemon *d, struct kiln_daemon_listener 
 {
         struct MHD_OptionItem opts[16];
         const union MHD_DaemonInfo *info;
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = l };
-        unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &l->source };
+        /* Suspending is how a stream waits for its operation (ops.c). */
+        unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
         size_t n = 0;
         int mhd_fd;
 
@@ -274,7 +324,7 @@ int kiln_daemon_server_start(struct kiln_daemon *d, struct kiln_daemon_listener 
         l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, mhd_handler, l, MHD_OPTION_EXTERNAL_LOGGER,
                                   mhd_logger, l, MHD_OPTION_LISTEN_SOCKET, mhd_fd,
                                   MHD_OPTION_NOTIFY_CONNECTION, mhd_notify_connection, l,
-                                  MHD_OPTION_NOTIFY_COMPLETED, mhd_request_completed, NULL,
+                                  MHD_OPTION_NOTIFY_COMPLETED, mhd_request_completed, l,
                                   MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (!l->mhd)
                 return kiln_error_set(err, -EIO, "start HTTP server on '%s': %s", l->address,
