@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -197,8 +198,10 @@ enum MHD_Result kiln_daemon_respond_json(struct MHD_Connection *conn, const char
  * loop does (EPOLLRDHUP): a client that hangs up, or whose request ends
  * early for any reason, cancels its operation: the cancel flag is set
  * (kiln_daemon_op_cancelled), nothing more is queued and the result is
- * dropped. The registry client has no way yet to abandon a pull or copy
- * midway, so the worker runs to its end; only then is the thread joined.
+ * dropped. The flag goes to the registry calls (kiln_daemon_op_cancel_flag),
+ * which abort their transfers and backoff sleeps when it is set (the
+ * registry client is woken then); the thread is joined once the worker
+ * returns.
  *
  * References: the daemon's list, the request (kiln_daemon_request.op) and
  * a stream's MHD response each hold one; they are taken and dropped on the
@@ -245,6 +248,9 @@ void kiln_daemon_op_request_done(struct kiln_daemon_request *req);
 struct kiln_daemon *kiln_daemon_op_daemon(struct kiln_daemon_op *op);
 /* Whether the client went away or the daemon is stopping. */
 bool kiln_daemon_op_cancelled(struct kiln_daemon_op *op);
+/* The same, as the flag the registry options take (valid while the
+ * operation runs). */
+const atomic_bool *kiln_daemon_op_cancel_flag(struct kiln_daemon_op *op);
 /* Queues an event object (borrowed) on a stream; progress events may be
  * dropped for a slow reader. Any thread. */
 void kiln_daemon_op_emit_json(struct kiln_daemon_op *op, const json_t *event, bool droppable);

@@ -207,6 +207,7 @@ static int pull_run(struct kiln_daemon_op *op, void *args, struct kiln_error **e
         struct kiln_daemon *d = kiln_daemon_op_daemon(op);
         struct kiln_registry_pull_options o = {
                 .platform = a->platform,
+                .cancel = kiln_daemon_op_cancel_flag(op),
                 .on_event = kiln_daemon_op_registry_event,
                 .userdata = op,
         };
@@ -267,68 +268,46 @@ static int inspect_run(struct kiln_daemon_op *op, void *args, struct kiln_error 
 {
         struct inspect_args *a = args;
         struct kiln_daemon *d = kiln_daemon_op_daemon(op);
-        _cleanup_(kiln_registry_resolved_release) struct kiln_registry_resolved res = { 0 };
-        _cleanup_(kiln_buf_release) struct kiln_buf doc = { 0 };
+        _cleanup_(kiln_registry_manifest_release) struct kiln_registry_manifest mf = { 0 };
         _cleanup_(kiln_api_inspect_release) struct kiln_api_inspect in = { 0 };
+        struct kiln_registry_fetch_options o = {
+                .cancel = kiln_daemon_op_cancel_flag(op),
+        };
         json_error_t jerr;
         json_t *j = NULL;
         char *body;
         size_t len = 0;
         int r;
 
-        r = kiln_registry_resolve(d->client, a->ref, NULL, NULL, &res, err);
+        /* One HEAD and one GET: the document alone, not its children. */
+        r = kiln_registry_fetch_manifest(d->client, a->ref, &o, &mf, err);
         if (r < 0)
                 return kiln_error_wrap(err, "inspect '%s'", a->ref);
-        kiln_daemon_op_set_digest(op, res.digest);
-
-        /* The store has the document when this image was pulled or inspected
-         * before; else it is fetched by digest (with the manifests and
-         * configs of an index's platforms: the registry client has no
-         * lighter way to fetch one document yet). */
-        r = kiln_content_store_has(d->store, res.digest, err);
-        if (r < 0)
-                return kiln_error_wrap(err, "inspect '%s'", a->ref);
-        if (r == 0) {
-                _cleanup_(kiln_registry_pull_result_release) struct kiln_registry_pull_result pr = {
-                        0
-                };
-                _cleanup_free_ char *pinned = pin_ref(res.ref, res.digest);
-                struct kiln_registry_pull_options o = {
-                        .all_platforms = true,
-                        .metadata_only = true,
-                };
-
-                r = kiln_registry_pull(d->client, d->store, pinned, &o, &pr, err);
-                if (r < 0)
-                        return kiln_error_wrap(err, "inspect '%s'", a->ref);
-        }
-        r = read_document(d->store, res.digest, &doc, err);
-        if (r < 0)
-                return kiln_error_wrap(err, "inspect '%s'", a->ref);
+        kiln_daemon_op_set_digest(op, mf.digest);
 
         if (a->raw) {
                 /* The registry's Content-Type goes back as ours: only if it
                  * is a plain token (MHD refuses control characters, and the
                  * connection would be dropped). */
                 const char *mt =
-                        media_type_ok(res.media_type) ? res.media_type : "application/octet-stream";
+                        media_type_ok(mf.media_type) ? mf.media_type : "application/octet-stream";
 
-                len = doc.len;
-                body = kiln_buf_steal(&doc);
+                len = mf.size;
+                body = TAKE_PTR(mf.data);
                 kiln_daemon_op_set_answer(op, MHD_HTTP_OK, mt, body, len,
-                                          KILN_API_HEADER_DOCKER_DIGEST, res.digest);
+                                          KILN_API_HEADER_DOCKER_DIGEST, mf.digest);
                 return 0;
         }
 
-        in.manifest = json_loadb(doc.data, doc.len, 0, &jerr);
+        in.manifest = json_loadb(mf.data, mf.size, 0, &jerr);
         if (!json_is_object(in.manifest))
                 return kiln_error_set(err, -EBADMSG, "inspect '%s': %s is not a JSON object%s%s",
-                                      a->ref, res.digest, in.manifest ? "" : ": ",
+                                      a->ref, mf.digest, in.manifest ? "" : ": ",
                                       in.manifest ? "" : jerr.text);
-        in.name = kiln_xstrdup(res.ref);
-        in.media_type = kiln_xstrdup(res.media_type);
-        in.digest = kiln_xstrdup(res.digest);
-        in.size = res.size >= 0 ? res.size : (int64_t) doc.len;
+        in.name = kiln_xstrdup(mf.ref);
+        in.media_type = kiln_xstrdup(mf.media_type);
+        in.digest = kiln_xstrdup(mf.digest);
+        in.size = (int64_t) mf.size;
         if (kiln_api_inspect_to_json(&in, &j) < 0)
                 return kiln_error_set(err, -ENOMEM, "inspect '%s': out of memory", a->ref);
         body = kiln_api_json_dump(j, &len);
@@ -495,6 +474,7 @@ static int create_run(struct kiln_daemon_op *op, void *args, struct kiln_error *
                 };
                 struct kiln_registry_pull_options po = {
                         .all_platforms = true,
+                        .cancel = kiln_daemon_op_cancel_flag(op),
                         .on_event = kiln_daemon_op_registry_event,
                         .userdata = op,
                 };
@@ -537,6 +517,7 @@ static int create_run(struct kiln_daemon_op *op, void *args, struct kiln_error *
                         0
                 };
                 struct kiln_registry_push_options po = {
+                        .cancel = kiln_daemon_op_cancel_flag(op),
                         .on_event = kiln_daemon_op_registry_event,
                         .userdata = op,
                 };

@@ -136,6 +136,11 @@ bool kiln_daemon_op_cancelled(struct kiln_daemon_op *op)
         return atomic_load(&op->cancel);
 }
 
+const atomic_bool *kiln_daemon_op_cancel_flag(struct kiln_daemon_op *op)
+{
+        return &op->cancel;
+}
+
 static void op_queue(struct kiln_daemon_op *op, const char *line, size_t len, bool droppable)
 {
         bool need = false;
@@ -441,15 +446,25 @@ static void op_response_free(void *cls)
         op_unref(cls);
 }
 
+/* The registry's sleepers and transfers look at their flags now, not at
+ * their next poll. */
+static void op_wake_registry(struct kiln_daemon_op *op)
+{
+        if (op->d && op->d->client)
+                kiln_registry_client_wake(op->d->client);
+}
+
 static void op_cancel(struct kiln_daemon_op *op)
 {
         atomic_store(&op->cancel, true);
+        op_wake_registry(op);
 }
 
 static void op_gone(struct kiln_daemon_op *op)
 {
         atomic_store(&op->gone, true);
         atomic_store(&op->cancel, true);
+        op_wake_registry(op);
 }
 
 enum MHD_Result kiln_daemon_op_start(struct kiln_daemon *d, struct kiln_daemon_request *req,

@@ -32,12 +32,61 @@ static void auth_handler_free(struct auth_handler *h)
         free(h);
 }
 
-void sleep_ms(unsigned ms)
+int session_sleep(struct session *s, unsigned ms)
 {
-        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+        struct kiln_registry_client *c = s->c;
+        struct timespec until;
 
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += ms / 1000;
+        until.tv_nsec += (long) (ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&c->wake_lock);
+        for (;;) {
+                struct timespec now, slice;
+
+                if (session_cancelled(s))
+                        break;
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                if (now.tv_sec > until.tv_sec ||
+                    (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
+                        break;
+                /* A flag set without kiln_registry_client_wake is still
+                 * seen within a slice. */
+                slice = now;
+                slice.tv_sec += CANCEL_POLL_MS / 1000;
+                slice.tv_nsec += (long) (CANCEL_POLL_MS % 1000) * 1000000L;
+                if (slice.tv_nsec >= 1000000000L) {
+                        slice.tv_sec++;
+                        slice.tv_nsec -= 1000000000L;
+                }
+                if (slice.tv_sec > until.tv_sec ||
+                    (slice.tv_sec == until.tv_sec && slice.tv_nsec > until.tv_nsec))
+                        slice = until;
+                (void) pthread_cond_timedwait(&c->wake_cond, &c->wake_lock, &slice);
+        }
+        pthread_mutex_unlock(&c->wake_lock);
+        return session_cancelled(s) ? -ECANCELED : 0;
+}
+
+int session_cancelled_error(const char *what, struct kiln_error **err)
+{
+        kiln_error_free(*err);
+        *err = NULL;
+        return kiln_error_set(err, -ECANCELED, "%s: cancelled", what);
+}
+
+void kiln_registry_client_wake(struct kiln_registry_client *c)
+{
+        if (!c)
+                return;
+        pthread_mutex_lock(&c->wake_lock);
+        pthread_cond_broadcast(&c->wake_cond);
+        pthread_mutex_unlock(&c->wake_lock);
+        kiln_registry_transfer_manager_wake(c->manager);
 }
 
 /* ---- the client ---- */
@@ -79,6 +128,15 @@ int kiln_registry_client_new(struct kiln_registry_transfer_manager *m,
         c->tokens = kiln_registry_token_cache_new();
         c->retry_base_ms = base;
         pthread_mutex_init(&c->lock, NULL);
+        pthread_mutex_init(&c->wake_lock, NULL);
+        {
+                pthread_condattr_t ca;
+
+                pthread_condattr_init(&ca);
+                pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+                pthread_cond_init(&c->wake_cond, &ca);
+                pthread_condattr_destroy(&ca);
+        }
         *ret = c;
         return 0;
 }
@@ -98,6 +156,8 @@ struct kiln_registry_client *kiln_registry_client_free(struct kiln_registry_clie
         kiln_registry_token_cache_free(c->tokens);
         kiln_registry_docker_config_free(c->docker_config);
         pthread_mutex_destroy(&c->lock);
+        pthread_cond_destroy(&c->wake_cond);
+        pthread_mutex_destroy(&c->wake_lock);
         free(c);
         return NULL;
 }
@@ -274,6 +334,7 @@ static int token_exchange(struct token_fetch *f, const char *method, const char 
                 .follow_redirects = true,
                 .body_max = KILN_LIMIT_REGISTRY_TOKEN_RESPONSE,
                 .trace_id = f->s->trace_id,
+                .cancel = f->s->cancel,
         };
         int r;
 
@@ -590,6 +651,9 @@ int session_do(struct session *s, struct request *rq, struct kiln_registry_trans
                 struct kiln_registry_transfer_request req;
 
                 safe = kiln_registry_url_sanitize(rq->url);
+                if (session_cancelled(s))
+                        return kiln_error_set(err, -ECANCELED, "%s %s: cancelled", rq->method,
+                                              safe);
                 if (rq->host && !rq->no_auth) {
                         r = authorize(s, rq->host, rq->extra_scope, &authorization, &sent_bearer,
                                       err);
@@ -618,13 +682,15 @@ int session_do(struct session *s, struct request *rq, struct kiln_registry_trans
                         .trace_id = s->trace_id,
                         .log_fields = rq->log_fields,
                         .n_log_fields = rq->n_log_fields,
+                        .cancel = s->cancel,
                 };
                 r = kiln_registry_transfer_start(s->c->manager, &req, &t, err);
                 if (r < 0)
                         return kiln_error_wrap(err, "%s %s", rq->method, safe);
                 r = kiln_registry_transfer_wait(t, &resp);
-                if (r < 0)
-                        return kiln_error_set(err, r, "%s %s: cancelled", rq->method, safe);
+                if (r < 0 || session_cancelled(s))
+                        return kiln_error_set(err, -ECANCELED, "%s %s: cancelled", rq->method,
+                                              safe);
 
                 if (resp->callback_failed) {
                         rq->transient = false;
@@ -654,7 +720,9 @@ int session_do(struct session *s, struct request *rq, struct kiln_registry_trans
                                 log_debug_f(KILN_FIELDS({ "error", resp->transport_error },
                                                         { "url", safe }),
                                             "transient transport error, retrying");
-                                sleep_ms(TRANSPORT_RETRY_PAUSE_MS);
+                                if (session_sleep(s, TRANSPORT_RETRY_PAUSE_MS) < 0)
+                                        return kiln_error_set(err, -ECANCELED, "%s %s: cancelled",
+                                                              rq->method, safe);
                                 continue;
                         }
                         rq->transient = transient;
@@ -693,7 +761,9 @@ int session_do(struct session *s, struct request *rq, struct kiln_registry_trans
                                 break;
                         case 408:
                         case 429:
-                                sleep_ms(TRANSPORT_RETRY_PAUSE_MS);
+                                if (session_sleep(s, TRANSPORT_RETRY_PAUSE_MS) < 0)
+                                        return kiln_error_set(err, -ECANCELED, "%s %s: cancelled",
+                                                              rq->method, safe);
                                 continue;
                         case 500:
                         case 503:

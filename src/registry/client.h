@@ -27,6 +27,8 @@
 #define HOST_ERRORS_MAX 16
 /* containerd's pause before retrying a transient transport error. */
 #define TRANSPORT_RETRY_PAUSE_MS 50
+/* How often a sleep looks at its cancel flag when nobody wakes it. */
+#define CANCEL_POLL_MS 100
 
 struct auth_handler;
 
@@ -36,6 +38,11 @@ struct kiln_registry_client {
         struct kiln_registry_docker_config *docker_config;
         struct kiln_registry_token_cache *tokens;
         int retry_base_ms;
+
+        /* Backoff sleepers wait on wake_cond (CLOCK_MONOTONIC), broadcast by
+         * kiln_registry_client_wake. */
+        pthread_mutex_t wake_lock;
+        pthread_cond_t wake_cond;
 
         pthread_mutex_t lock; /* guards handlers and plain_hosts */
         struct auth_handler *handlers;
@@ -52,6 +59,7 @@ struct session {
         bool push; /* repository scope pull,push */
         kiln_registry_event_fn on_event;
         void *userdata;
+        const atomic_bool *cancel; /* the operation's; NULL: never */
 };
 
 int session_open(struct kiln_registry_client *c, const char *ref, bool push,
@@ -131,8 +139,18 @@ typedef int (*parallel_fn)(void *userdata, size_t i, struct kiln_error **err);
 int parallel_run(size_t n, size_t max_threads, parallel_fn fn, void *userdata,
                  struct kiln_error **err);
 
-/* Sleeps ms milliseconds. */
-void sleep_ms(unsigned ms);
+/* Whether the session's operation was cancelled. */
+static inline bool session_cancelled(const struct session *s)
+{
+        return s->cancel && atomic_load(s->cancel);
+}
+
+/* Sleeps ms milliseconds, or less when the operation is cancelled
+ * meanwhile: then -ECANCELED. */
+int session_sleep(struct session *s, unsigned ms);
+
+/* Replaces *err (if any) with "<what>: cancelled"; returns -ECANCELED. */
+int session_cancelled_error(const char *what, struct kiln_error **err);
 
 /* Whether an HTTP status is worth a later retry (5xx, as buildkit's
  * retry handler). */

@@ -122,6 +122,8 @@ static int resolve_session(struct session *s, struct kiln_registry_resolved *ret
                         rq.body_max = KILN_CONTENT_LIMIT_MANIFEST;
                         r = session_do(s, &rq, &t, &e);
                         url = rq.url; /* may have been rewritten */
+                        if (r == -ECANCELED)
+                                return session_cancelled_error("resolve", err);
                         if (r < 0) {
                                 if (priority < 1) {
                                         priority = 1;
@@ -290,7 +292,7 @@ int kiln_registry_resolve(struct kiln_registry_client *c, const char *ref,
 
 /* Sleeps before retry number `step` (0-based) of a whole fetch, as
  * buildkit's retry handler (1 s, 2 s, 4 s with the default base). */
-static void backoff(struct session *s, unsigned step, const char *digest, const char *why)
+static int backoff(struct session *s, unsigned step, const char *digest, const char *why)
 {
         unsigned ms = (unsigned) s->c->retry_base_ms << step;
         _cleanup_free_ char *msg = kiln_xasprintf("%s; retrying in %ums", why, ms);
@@ -299,7 +301,7 @@ static void backoff(struct session *s, unsigned step, const char *digest, const 
                                { "ref", s->ref_string }),
                    "retrying in %ums", ms);
         event(s, KILN_REGISTRY_EVENT_RETRY, digest, NULL, 0, 0, msg);
-        sleep_ms(ms);
+        return session_sleep(s, ms);
 }
 
 static void desc_log_fields(struct request *rq, const char *digest, const char *media_type,
@@ -341,6 +343,8 @@ static int fetch_document_once(struct session *s, struct kiln_content_store *sto
                 desc_log_fields(&rq, digest, media_type, size_s);
                 r = session_do(s, &rq, &t, &e);
                 url = rq.url;
+                if (r == -ECANCELED)
+                        return session_cancelled_error("fetch", err);
                 if (r < 0) {
                         he->retryable = rq.transient;
                         he->code = r;
@@ -369,10 +373,13 @@ static int fetch_document_once(struct session *s, struct kiln_content_store *sto
                         log_next_host(s, hosts[i], i, n, msg);
                         continue;
                 }
-                r = kiln_content_store_put(store, digest, resp->body.data ? resp->body.data : "",
-                                           resp->body.len, NULL, err);
-                if (r < 0)
-                        return r;
+                if (store) {
+                        r = kiln_content_store_put(store, digest,
+                                                   resp->body.data ? resp->body.data : "",
+                                                   resp->body.len, NULL, err);
+                        if (r < 0)
+                                return r;
+                }
                 kiln_buf_reset(out);
                 r = kiln_buf_append(out, resp->body.data ? resp->body.data : "", resp->body.len);
                 if (r < 0)
@@ -397,7 +404,7 @@ int fetch_document(struct session *s, struct kiln_content_store *store, const ch
                                       "manifest %s of %" PRId64
                                       " bytes is larger than the %u byte limit",
                                       digest, size, KILN_CONTENT_LIMIT_MANIFEST);
-        r = kiln_content_store_has(store, digest, err);
+        r = store ? kiln_content_store_has(store, digest, err) : 0;
         if (r < 0)
                 return r;
         if (r > 0) {
@@ -440,10 +447,12 @@ int fetch_document(struct session *s, struct kiln_content_store *store, const ch
                 {
                         struct kiln_error *e = NULL;
                         (void) host_errors_finish(&he, what, &e);
-                        backoff(s, step, digest, kiln_error_message(e));
+                        r = backoff(s, step, digest, kiln_error_message(e));
                         kiln_error_free(e);
                 }
                 host_errors_release(&he);
+                if (r < 0)
+                        return session_cancelled_error(what, err);
         }
 }
 
@@ -474,6 +483,8 @@ static int blob_sink_write(void *userdata, const void *p, size_t n, struct kiln_
         int64_t now;
         int r;
 
+        if (session_cancelled(b->s))
+                return kiln_error_set(err, -ECANCELED, "cancelled");
         r = kiln_content_ingest_write(b->in, p, n, err);
         if (r < 0)
                 return r;
@@ -540,6 +551,8 @@ static int fetch_blob_once(struct session *s, struct kiln_content_store *store,
                 desc_log_fields(&rq, d->digest, d->media_type, size_s);
                 r = session_do(s, &rq, &t, &e);
                 url = rq.url;
+                if (r == -ECANCELED)
+                        return session_cancelled_error("fetch", err);
                 if (r < 0) {
                         he->retryable = rq.transient;
                         he->code = r;
@@ -628,10 +641,12 @@ int fetch_blob(struct session *s, struct kiln_content_store *store,
                 {
                         struct kiln_error *e = NULL;
                         (void) host_errors_finish(&he, what, &e);
-                        backoff(s, step, d->digest, kiln_error_message(e));
+                        r = backoff(s, step, d->digest, kiln_error_message(e));
                         kiln_error_free(e);
                 }
                 host_errors_release(&he);
+                if (r < 0)
+                        return session_cancelled_error(what, err);
         }
 }
 
@@ -889,8 +904,96 @@ int kiln_registry_pull(struct kiln_registry_client *c, struct kiln_content_store
         r = session_open(c, ref, false, o ? o->on_event : NULL, o ? o->userdata : NULL, &s, err);
         if (r < 0)
                 return kiln_error_wrap(err, "pull '%s'", ref);
+        s->cancel = o ? o->cancel : NULL;
         r = pull_session(s, store, o, ret, err);
+        if (r < 0 && (r == -ECANCELED || session_cancelled(s))) {
+                _cleanup_free_ char *what = kiln_xasprintf("pull '%s'", s->ref_string);
+                return session_cancelled_error(what, err);
+        }
         if (r < 0)
                 return kiln_error_wrap(err, "pull '%s'", s->ref_string);
+        return 0;
+}
+
+/* ---- one manifest ---- */
+
+void kiln_registry_manifest_release(struct kiln_registry_manifest *m)
+{
+        free(m->ref);
+        free(m->digest);
+        free(m->media_type);
+        free(m->data);
+        *m = (struct kiln_registry_manifest){ 0 };
+}
+
+static int fetch_manifest_session(struct session *s, struct kiln_registry_manifest *ret,
+                                  struct kiln_error **err)
+{
+        _cleanup_(kiln_registry_resolved_release) struct kiln_registry_resolved res = { 0 };
+        _cleanup_(kiln_buf_release) struct kiln_buf body =
+                KILN_BUF_INIT(KILN_CONTENT_LIMIT_MANIFEST);
+        enum kiln_content_kind kind;
+        int r;
+
+        r = resolve_session(s, &res, &body, err);
+        if (r < 0)
+                return r;
+        kind = kiln_content_media_type_kind(res.media_type);
+        if (kind != KILN_CONTENT_KIND_MANIFEST && kind != KILN_CONTENT_KIND_INDEX) {
+                _cleanup_free_ char *q =
+                        quote_untrusted(res.media_type, strlen(res.media_type), 120);
+                return kiln_error_set(err, -EOPNOTSUPP,
+                                      "%s: unsupported media type '%s': expected an image "
+                                      "manifest or index",
+                                      res.digest, q);
+        }
+        r = kiln_content_digest_check(res.digest, err);
+        if (r < 0)
+                return r;
+        if (body.data && (int64_t) body.len == res.size) {
+                /* The resolve had to GET it: that was the one GET. */
+                char got[KILN_CONTENT_DIGEST_SIZE];
+
+                kiln_content_digest_of(body.data, body.len, got);
+                if (!streq(got, res.digest))
+                        return kiln_error_set(err, -EBADMSG,
+                                              "manifest %s: content mismatch: got %s", res.digest,
+                                              got);
+        } else {
+                r = fetch_document(s, NULL, res.digest, res.media_type, res.size, &body, err);
+                if (r < 0)
+                        return r;
+        }
+        *ret = (struct kiln_registry_manifest){
+                .ref = kiln_xstrdup(s->ref_string),
+                .digest = TAKE_PTR(res.digest),
+                .media_type = TAKE_PTR(res.media_type),
+                .size = body.len,
+        };
+        ret->data = kiln_xmalloc(body.len + 1);
+        if (body.len > 0)
+                memcpy(ret->data, body.data, body.len);
+        ret->data[body.len] = 0;
+        return 0;
+}
+
+int kiln_registry_fetch_manifest(struct kiln_registry_client *c, const char *ref,
+                                 const struct kiln_registry_fetch_options *o,
+                                 struct kiln_registry_manifest *ret, struct kiln_error **err)
+{
+        _cleanup_(session_closep) struct session *s = NULL;
+        int r;
+
+        r = session_open(c, ref, false, o ? o->on_event : NULL, o ? o->userdata : NULL, &s, err);
+        if (r < 0)
+                return kiln_error_wrap(err, "fetch manifest '%s'", ref);
+        s->cancel = o ? o->cancel : NULL;
+        r = fetch_manifest_session(s, ret, err);
+        if (r < 0 && (r == -ECANCELED || session_cancelled(s))) {
+                _cleanup_free_ char *what = kiln_xasprintf("fetch manifest '%s'", s->ref_string);
+                return session_cancelled_error(what, err);
+        }
+        if (r < 0)
+                return kiln_error_wrap(err, "fetch manifest '%s'", s->ref_string);
         return 0;
 }

@@ -427,7 +427,7 @@ static int push_blob_once(struct push_ctx *p, const struct kiln_content_descript
         return upload_blob_data(p, d, location, retryable, err);
 }
 
-static void backoff(struct push_ctx *p, unsigned step, const char *digest, const char *why)
+static int backoff(struct push_ctx *p, unsigned step, const char *digest, const char *why)
 {
         unsigned ms = (unsigned) p->s->c->retry_base_ms << step;
         _cleanup_free_ char *msg = kiln_xasprintf("%s; retrying in %ums", why, ms);
@@ -435,7 +435,7 @@ static void backoff(struct push_ctx *p, unsigned step, const char *digest, const
         log_info_f(KILN_FIELDS({ "digest", digest }, { "error", why }, { "ref", p->s->ref_string }),
                    "retrying in %ums", ms);
         event(p->s, KILN_REGISTRY_EVENT_RETRY, digest, NULL, 0, 0, msg);
-        sleep_ms(ms);
+        return session_sleep(p->s, ms);
 }
 
 static int push_blob(void *userdata, size_t i, struct kiln_error **err)
@@ -477,8 +477,10 @@ static int push_blob(void *userdata, size_t i, struct kiln_error **err)
                               kiln_error_message(e));
                         return kiln_error_wrap(err, "push blob %s", d->digest);
                 }
-                backoff(p, step, d->digest, kiln_error_message(e));
+                r = backoff(p, step, d->digest, kiln_error_message(e));
                 kiln_error_free(e);
+                if (r < 0)
+                        return session_cancelled_error("push", err);
         }
 }
 
@@ -547,8 +549,10 @@ static int push_manifest(struct push_ctx *p, const struct kiln_content_descripto
                         *err = e;
                         return kiln_error_wrap(err, "push manifest %s", d->digest);
                 }
-                backoff(p, step, d->digest, kiln_error_message(e));
+                r = backoff(p, step, d->digest, kiln_error_message(e));
                 kiln_error_free(e);
+                if (r < 0)
+                        return session_cancelled_error("push", err);
         }
 }
 
@@ -629,10 +633,15 @@ int kiln_registry_push(struct kiln_registry_client *c, struct kiln_content_store
         r = session_open(c, ref, true, o ? o->on_event : NULL, o ? o->userdata : NULL, &s, err);
         if (r < 0)
                 return kiln_error_wrap(err, "push '%s'", ref);
+        s->cancel = o ? o->cancel : NULL;
         if (s->ref->digest && !streq(s->ref->digest, root_digest))
                 return kiln_error_set(err, -EINVAL, "push '%s': the reference's digest is not %s",
                                       s->ref_string, root_digest);
         r = push_session(s, NULL, store, root_digest, root_media_type, o, ret, err);
+        if (r < 0 && (r == -ECANCELED || session_cancelled(s))) {
+                _cleanup_free_ char *what = kiln_xasprintf("push '%s'", s->ref_string);
+                return session_cancelled_error(what, err);
+        }
         if (r < 0)
                 return kiln_error_wrap(err, "push '%s'", s->ref_string);
         return 0;
@@ -649,6 +658,7 @@ int kiln_registry_copy(struct kiln_registry_client *c, struct kiln_content_store
         struct kiln_registry_pull_options po = {
                 .all_platforms = true,
                 .metadata_only = true,
+                .cancel = o ? o->cancel : NULL,
                 .on_event = o ? o->on_event : NULL,
                 .userdata = o ? o->userdata : NULL,
         };
@@ -662,6 +672,7 @@ int kiln_registry_copy(struct kiln_registry_client *c, struct kiln_content_store
         r = session_open(c, dest, true, pu.on_event, pu.userdata, &to, err);
         if (r < 0)
                 return kiln_error_wrap(err, "copy '%s' to '%s'", src, dest);
+        from->cancel = to->cancel = pu.cancel;
         /* Same registry: the destination can mount the source's blobs. */
         if (!pu.mount_from && streq(from->ref->domain, to->ref->domain))
                 pu.mount_from = from->ref->path;
@@ -672,6 +683,11 @@ int kiln_registry_copy(struct kiln_registry_client *c, struct kiln_content_store
                 r = push_session(to, from, store, pulled.root.digest, pulled.root.media_type, &pu,
                                  ret, err);
         kiln_registry_pull_result_release(&pulled);
+        if (r < 0 && (r == -ECANCELED || session_cancelled(from))) {
+                _cleanup_free_ char *what =
+                        kiln_xasprintf("copy '%s' to '%s'", from->ref_string, to->ref_string);
+                return session_cancelled_error(what, err);
+        }
         if (r < 0)
                 return kiln_error_wrap(err, "copy '%s' to '%s'", from->ref_string, to->ref_string);
         return 0;

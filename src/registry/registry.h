@@ -44,6 +44,7 @@
  * possibly several at once.
  */
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -88,6 +89,20 @@ int kiln_registry_client_new(struct kiln_registry_transfer_manager *m,
                              struct kiln_registry_client **ret, struct kiln_error **err);
 struct kiln_registry_client *kiln_registry_client_free(struct kiln_registry_client *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_registry_client *, kiln_registry_client_free);
+
+/*
+ * Cancellation: the operations take a `const atomic_bool *cancel` (NULL:
+ * never). It is read before every request and retry, while backoff sleeps
+ * and by the transfer manager for running transfers, which it aborts. A
+ * cancelled operation returns -ECANCELED ("pull '<ref>': cancelled") and
+ * publishes nothing partial (its ingests are aborted).
+ *
+ * After setting a flag, call kiln_registry_client_wake so that sleepers
+ * and the manager see it at once (without it they do within a second).
+ * Thread safe; may be called from any thread, but not from a signal
+ * handler.
+ */
+void kiln_registry_client_wake(struct kiln_registry_client *c);
 
 /* ---- progress events ---- */
 
@@ -137,6 +152,32 @@ int kiln_registry_resolve(struct kiln_registry_client *c, const char *ref,
                           kiln_registry_event_fn on_event, void *userdata,
                           struct kiln_registry_resolved *ret, struct kiln_error **err);
 
+/* ---- one manifest ---- */
+
+struct kiln_registry_manifest {
+        char *ref;        /* canonical */
+        char *digest;     /* sha256:..., verified against the bytes */
+        char *media_type; /* as the registry said when resolving */
+        char *data;       /* the bytes as sent (NUL-terminated for convenience) */
+        size_t size;
+};
+void kiln_registry_manifest_release(struct kiln_registry_manifest *m);
+
+struct kiln_registry_fetch_options {
+        const atomic_bool *cancel; /* NULL: never */
+        kiln_registry_event_fn on_event;
+        void *userdata;
+};
+
+/* Resolves ref (a tag or a digest) and GETs exactly that manifest or index
+ * on the metadata slot, without its children and without storing it. The
+ * bytes are verified against the resolved digest (the reference's own when
+ * it has one). Other media types are refused (-EOPNOTSUPP). *ret is owned
+ * by the caller. Thread safe as kiln_registry_pull. */
+int kiln_registry_fetch_manifest(struct kiln_registry_client *c, const char *ref,
+                                 const struct kiln_registry_fetch_options *o,
+                                 struct kiln_registry_manifest *ret, struct kiln_error **err);
+
 /* ---- pull ---- */
 
 struct kiln_registry_pull_options {
@@ -146,6 +187,8 @@ struct kiln_registry_pull_options {
         /* Manifests, indexes and configs only (no layers): what
          * `imagetools inspect` and FROM's metadata resolution need. */
         bool metadata_only;
+        /* Set (by another thread) to stop the pull; NULL: never. */
+        const atomic_bool *cancel;
         kiln_registry_event_fn on_event;
         void *userdata;
 };
@@ -186,6 +229,8 @@ struct kiln_registry_push_options {
         /* Blobs larger than this are uploaded in PATCH chunks of this size;
          * 0: KILN_REGISTRY_UPLOAD_CHUNK_DEFAULT. */
         uint64_t chunk_size;
+        /* Set (by another thread) to stop the push or copy; NULL: never. */
+        const atomic_bool *cancel;
         kiln_registry_event_fn on_event;
         void *userdata;
 };

@@ -98,7 +98,8 @@ struct kiln_registry_transfer {
         struct kiln_registry_transfer_manager *m;
         enum transfer_state state;
         bool cancel;
-        bool finished; /* transfer_finish is over: the waiter may go */
+        const atomic_bool *cancel_flag; /* the owner's: read like cancel */
+        bool finished;                  /* transfer_finish is over: the waiter may go */
         pthread_cond_t cond;
         struct kiln_registry_transfer *submit_next;
         struct kiln_registry_transfer *queue_next;
@@ -924,7 +925,8 @@ static void take_cancelled(struct kiln_registry_transfer_manager *m,
                            struct kiln_registry_transfer **ret)
 {
         for (struct kiln_registry_transfer *t = m->live; t; t = t->live_next) {
-                if (!t->cancel && !t->sink_failed && !m->stopping)
+                if (!t->cancel && !t->sink_failed && !m->stopping &&
+                    !(t->cancel_flag && atomic_load(t->cancel_flag)))
                         continue;
                 if (t->state == TRANSFER_QUEUED)
                         queue_remove(t->host, t);
@@ -1191,6 +1193,11 @@ kiln_registry_transfer_manager_free(struct kiln_registry_transfer_manager *m)
         return NULL;
 }
 
+void kiln_registry_transfer_manager_wake(struct kiln_registry_transfer_manager *m)
+{
+        curl_multi_wakeup(m->multi);
+}
+
 unsigned
 kiln_registry_transfer_manager_max_concurrency(const struct kiln_registry_transfer_manager *m)
 {
@@ -1356,6 +1363,7 @@ int kiln_registry_transfer_start(struct kiln_registry_transfer_manager *m,
         t->userdata = req->userdata;
         t->done = req->done;
         t->done_userdata = req->done_userdata;
+        t->cancel_flag = req->cancel;
 
         /* The headers sent and logged: the caller's, plus a User-Agent. */
         hdrs = kiln_xcalloc(req->n_headers + 1, sizeof(*hdrs));

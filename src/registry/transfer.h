@@ -50,6 +50,7 @@
  * waited for.
  */
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -173,6 +174,11 @@ struct kiln_registry_transfer_request {
         void *userdata;
         kiln_registry_transfer_done_fn done;
         void *done_userdata;
+        /* When this becomes true the manager ends the transfer as
+         * kiln_registry_transfer_cancel does (read on the manager's thread:
+         * kiln_registry_transfer_manager_wake makes it look at once). NULL:
+         * never. Must stay valid until the transfer is over. */
+        const atomic_bool *cancel;
 
         /* Logging: the trace (32 hex digits, NULL for none) and up to
          * KILN_LIMIT_REGISTRY_LOG_FIELDS more fields (digest, mediatype...). */
@@ -202,6 +208,10 @@ struct kiln_registry_transfer_manager *
 kiln_registry_transfer_manager_free(struct kiln_registry_transfer_manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_registry_transfer_manager *,
                             kiln_registry_transfer_manager_free);
+
+/* Makes the manager's thread look at the cancel flags of its transfers
+ * now. Thread safe. */
+void kiln_registry_transfer_manager_wake(struct kiln_registry_transfer_manager *m);
 
 unsigned
 kiln_registry_transfer_manager_max_concurrency(const struct kiln_registry_transfer_manager *m);

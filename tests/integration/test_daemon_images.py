@@ -271,6 +271,26 @@ def test_pull_failure_is_a_final_error_event(daemon, registry):
 # imagetools inspect
 
 
+def test_inspect_of_an_index_gets_only_the_index(daemon, registry, seed):
+    reg = registry()
+    digest = seed(reg, "library/img:v1", kind="index")
+    d = daemon()
+    ref = f"{reg.host}/library/img:v1"
+
+    status, headers, body = request(d.sock, "GET", f"/v1/imagetools/inspect?ref={ref}&raw=1")
+    assert status == 200, body
+    assert headers["Docker-Content-Digest"] == digest
+    reg.wait_access(lambda e: e.method == "GET" and "/manifests/" in e.path,
+                    "the manifest GET")
+    time.sleep(0.2)  # anything else kilnd sent would be logged by now
+    ours = [e for e in reg.access_log() if (e.user_agent or "").startswith("kiln")]
+    gets = [e for e in ours if e.method == "GET"]
+    assert len(gets) == 1, [e.line for e in ours]
+    assert gets[0].path.endswith("/manifests/" + digest) or gets[0].path.endswith(
+        "/manifests/v1"), gets[0].line
+    assert body == skopeo_raw(seed, reg, "library/img:v1")
+
+
 @pytest.mark.parametrize("kind,media_type", [("index", MT_OCI_INDEX),
                                              ("small", MT_OCI_MANIFEST)])
 def test_inspect_raw_is_what_the_registry_sent(daemon, registry, seed, kind, media_type):
@@ -517,7 +537,7 @@ def test_client_hanging_up_mid_pull(daemon, registry, faulty, seed):
     s.close()
     d.wait_log("the client went away")
     gate.release()
-    d.wait_until(lambda: "msg=\"pull done\"" in d.log() or "msg=\"pull failed\"" in d.log(),
+    d.wait_until(lambda: re.search(r'msg="pull (done|failed|cancelled)"', d.log()),
                  "the pull to end")
     # The daemon is fine, and a new pull of the same image works.
     _, _, events = stream(d.sock, "/v1/pull", {"ref": f"{reg.host}/library/big:latest"})
@@ -531,10 +551,18 @@ def test_sigterm_during_a_pull(daemon, registry, faulty, seed):
     s, gate, ref, got = start_held_pull(d, reg, faulty, seed)
     try:
         d.proc.send_signal(signal.SIGTERM)
-        d.wait_log("waiting for running operations to end")
-        # New work is refused while stopping; the running pull is cancelled.
-        status, _, body = request(d.sock, "POST", "/v1/pull", {"ref": ref})
-        assert status == 503, body
+        # New work is refused while stopping (unless kilnd is gone already:
+        # the running pull is cancelled at once, so it may exit before the
+        # log can be polled).
+        deadline = time.monotonic() + TIMEOUT
+        while "msg=stopping" not in d.log() and d.proc.poll() is None:
+            assert time.monotonic() < deadline, d.log()
+            time.sleep(0.02)
+        try:
+            status, _, body = request(d.sock, "POST", "/v1/pull", {"ref": ref})
+            assert status == 503, body
+        except (OSError, http.client.HTTPException):
+            pass
         gate.release()
         assert d.wait_exit() == 0
         data = got + read_all(s)
@@ -542,10 +570,59 @@ def test_sigterm_during_a_pull(daemon, registry, faulty, seed):
         s.close()
     log = d.log()
     assert "level=info msg=stopping" in log and "level=info msg=stopped" in log, log
+    assert "waiting for running operations to end" in log, log
     # The client got the end of its stream: a final event.
     events = parse_ndjson(dechunk(data))
     assert final(events)["type"] in ("result", "error")
     assert not d.sock.exists()
+
+
+def ingest_files(root):
+    ingest = pathlib.Path(root) / "content" / "ingest"
+    return [p for p in ingest.rglob("*") if not p.is_dir()] if ingest.exists() else []
+
+
+def test_client_hanging_up_cancels_a_held_pull(daemon, registry, faulty, seed):
+    # The gate is never released: only cancellation can end the transfer
+    # before the 60 s stall timeout.
+    reg = registry()
+    d = daemon()
+    s, gate, ref, _ = start_held_pull(d, reg, faulty, seed)
+    try:
+        s.close()
+        started = time.monotonic()
+        d.wait_log("the client went away")
+        d.wait_log('msg="pull cancelled"')
+        assert time.monotonic() - started < 5, d.log()
+        line = [l for l in d.log().splitlines() if 'msg="pull cancelled"' in l][-1]
+        assert "cancelled" in line.split("error=", 1)[1], line
+        assert ingest_files(d.root) == []
+        assert request(d.sock, "GET", "/v1/info")[0] == 200
+    finally:
+        gate.release()
+    assert d.stop() == 0
+
+
+def test_sigterm_stops_a_held_pull_at_once(daemon, registry, faulty, seed):
+    reg = registry()
+    d = daemon()
+    s, gate, ref, got = start_held_pull(d, reg, faulty, seed)
+    try:
+        started = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+        took = time.monotonic() - started
+        data = got + read_all(s)
+    finally:
+        gate.release()
+        s.close()
+    assert took < 5, f"kilnd took {took:.1f}s to stop:\n{d.log()}"
+    log = d.log()
+    assert 'msg="pull cancelled"' in log, log
+    events = parse_ndjson(dechunk(data))
+    last = final(events)
+    assert last["type"] == "error" and "cancelled" in json.dumps(last), last
+    assert ingest_files(d.root) == []
 
 
 def cpu_seconds(pid):
@@ -584,9 +661,10 @@ def test_client_hanging_up_mid_inspect(daemon, registry, faulty, seed):
               b"Host: kilnd\r\n\r\n" % proxy.host.encode())
     gate.wait_held(1)
     s.close()
-    d.wait_log("the client went away")
+    # The held GET is abandoned at once: the operation is cancelled (so
+    # quickly that the loop may never log the hang-up itself).
+    d.wait_log('msg="imagetools inspect cancelled"')
     gate.release()
-    d.wait_log('msg="imagetools inspect done"')
     status, _, body = request(d.sock, "GET",
                               f"/v1/imagetools/inspect?ref={proxy.host}/library/multi:latest")
     assert status == 200, body

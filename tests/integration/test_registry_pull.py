@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -723,3 +724,67 @@ def test_foreign_urls_are_tried_first(registry, seed, tool, tmp_path):
     assert t.has_blob(layer["digest"])
     storage.wait_access(lambda e: e.user_agent.startswith("kiln/") and layer["digest"] in e.path)
     assert not [e for e in reg.access_log() if e.method == "GET" and layer["digest"] in e.path]
+
+
+# ---------------------------------------------------------------------------
+# one manifest, and cancellation
+
+
+def test_fetch_manifest_gets_only_that_document(registry, seed, tool):
+    reg = registry()
+    digest = seed(reg, "library/multi:latest", "index")
+    t = tool()
+    r = t.run("fetch-manifest", f"{reg.host}/library/multi:latest")
+    data = r.result["data"].encode()
+    assert r.result["digest"] == digest
+    assert r.result["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert r.result["size"] == len(data)
+    assert "sha256:" + R.sha256_hex(data) == digest
+    # By digest as well; nothing is stored, no child is fetched.
+    r = t.run("fetch-manifest", f"{reg.host}/library/multi@{digest}")
+    assert r.result["data"].encode() == data
+    assert not t.has_blob(digest)
+    ours = [e for e in reg.access_log() if e.user_agent.startswith("kiln")]
+    gets = [e for e in ours if e.method == "GET" and e.path != "/v2/"]
+    assert [e.path for e in gets] == [f"/v2/library/multi/manifests/{digest}"] * 2, \
+        [e.line for e in ours]
+
+
+def test_cancel_wakes_a_backoff_sleep(registry, seed, faulty, tool):
+    reg = registry()
+    seed(reg, "library/alpine:latest", "small")
+    image = seed.images.get("small")
+    layer = image.manifest["layers"][0]["digest"]
+    proxy = faulty(reg)
+    proxy.status(re.escape(layer), code=503)
+    t = tool()
+    started = time.monotonic()
+    # 20 s between attempts: only the cancel flag can end this early.
+    r = t.run("pull", f"{proxy.host}/library/alpine", "--cancel-after", "700", ok=False,
+              env={"KILN_REGISTRY_RETRY_BASE_MS": "20000"})
+    took = time.monotonic() - started
+    assert took < 8, (took, r)
+    assert r.error == f"pull '{proxy.host}/library/alpine:latest': cancelled", r
+    assert r.events_of("retry"), r
+    assert not t.has_blob(layer)
+    assert t.ingest_files() == []
+
+
+def test_cancel_aborts_a_held_transfer(registry, seed, faulty, tool):
+    reg = registry()
+    seed(reg, "library/alpine:latest", "small")
+    image = seed.images.get("small")
+    layer = image.manifest["layers"][0]["digest"]
+    proxy = faulty(reg)
+    gate = proxy.hold(re.escape(layer), after=1024, timeout=4 * TIMEOUT)
+    t = tool()
+    try:
+        started = time.monotonic()
+        r = t.run("pull", f"{proxy.host}/library/alpine", "--cancel-after", "1500", ok=False)
+        took = time.monotonic() - started
+    finally:
+        gate.release()
+    assert took < 10, (took, r)
+    assert r.error == f"pull '{proxy.host}/library/alpine:latest': cancelled", r
+    assert not t.has_blob(layer)
+    assert t.ingest_files() == []

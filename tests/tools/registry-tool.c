@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "config/config.h"
@@ -285,7 +286,59 @@ struct tool {
 
 /* One command: "VERB ARGS... [OPTIONS]". Returns 0, 1 (failed: reported)
  * or 2 (bad usage). id tags the output in batch mode (NULL otherwise). */
+/* --cancel-after MS: a thread sets the command's cancel flag then. */
+struct canceller {
+        struct kiln_registry_client *client;
+        atomic_bool flag;
+        unsigned ms;
+        pthread_t thread;
+        bool started;
+};
+
+static void *canceller_thread(void *userdata)
+{
+        struct canceller *c = userdata;
+        struct timespec ts = { .tv_sec = c->ms / 1000,
+                               .tv_nsec = (long) (c->ms % 1000) * 1000000L };
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+        atomic_store(&c->flag, true);
+        kiln_registry_client_wake(c->client);
+        return NULL;
+}
+
+static void canceller_join(struct canceller *c)
+{
+        if (c->started) {
+                pthread_join(c->thread, NULL);
+                c->started = false;
+        }
+}
+
+static int run_command_flagged(struct tool *t, const char *id, int argc, char **argv,
+                               const atomic_bool *cancel);
+
 static int run_command(struct tool *t, const char *id, int argc, char **argv)
+{
+        struct canceller c = { .client = t->client };
+        int r;
+
+        atomic_init(&c.flag, false);
+        for (int i = 0; i + 1 < argc; i++)
+                if (streq(argv[i], "--cancel-after")) {
+                        c.ms = (unsigned) strtoul(argv[i + 1], NULL, 10);
+                        c.started = pthread_create(&c.thread, NULL, canceller_thread, &c) == 0;
+                        if (!c.started)
+                                return 2;
+                }
+        r = run_command_flagged(t, id, argc, argv, c.started ? &c.flag : NULL);
+        canceller_join(&c);
+        return r;
+}
+
+static int run_command_flagged(struct tool *t, const char *id, int argc, char **argv,
+                               const atomic_bool *cancel)
 {
         const char *platform = NULL, *mount_from = NULL, *pos[COMMAND_ARGS_MAX];
         bool all_platforms = false, metadata_only = false;
@@ -307,6 +360,8 @@ static int run_command(struct tool *t, const char *id, int argc, char **argv)
                         all_platforms = true;
                 else if (streq(a, "--metadata-only"))
                         metadata_only = true;
+                else if (streq(a, "--cancel-after") && i + 1 < argc)
+                        i++; /* run_command's */
                 else if (a[0] == '-' || n >= COMMAND_ARGS_MAX)
                         return 2;
                 else
@@ -325,11 +380,34 @@ static int run_command(struct tool *t, const char *id, int argc, char **argv)
                 kiln_registry_resolved_release(&res);
                 return 0;
         }
+        if (streq(pos[0], "fetch-manifest") && n == 2) {
+                struct kiln_registry_fetch_options fo = {
+                        .cancel = cancel,
+                        .on_event = on_event,
+                        .userdata = (void *) id,
+                };
+                struct kiln_registry_manifest mf = { 0 };
+                json_t *o;
+
+                r = kiln_registry_fetch_manifest(t->client, pos[1], &fo, &mf, &err);
+                if (r < 0)
+                        return fail(err);
+                o = json_object();
+                json_object_set_new(o, "ref", str_or_null(mf.ref));
+                json_object_set_new(o, "digest", str_or_null(mf.digest));
+                json_object_set_new(o, "mediaType", str_or_null(mf.media_type));
+                json_object_set_new(o, "size", json_integer((json_int_t) mf.size));
+                json_object_set_new(o, "data", json_stringn(mf.data, mf.size));
+                emit_result(o);
+                kiln_registry_manifest_release(&mf);
+                return 0;
+        }
         if (streq(pos[0], "pull") && n == 2) {
                 struct kiln_registry_pull_options po = {
                         .platform = platform,
                         .all_platforms = all_platforms,
                         .metadata_only = metadata_only,
+                        .cancel = cancel,
                         .on_event = on_event,
                         .userdata = (void *) id,
                 };
@@ -347,6 +425,7 @@ static int run_command(struct tool *t, const char *id, int argc, char **argv)
                 struct kiln_registry_push_options po = {
                         .mount_from = mount_from,
                         .chunk_size = chunk_size,
+                        .cancel = cancel,
                         .on_event = on_event,
                         .userdata = (void *) id,
                 };
@@ -366,6 +445,7 @@ static int run_command(struct tool *t, const char *id, int argc, char **argv)
                 struct kiln_registry_push_options po = {
                         .mount_from = mount_from,
                         .chunk_size = chunk_size,
+                        .cancel = cancel,
                         .on_event = on_event,
                         .userdata = (void *) id,
                 };
@@ -452,11 +532,13 @@ static void usage(FILE *f)
 {
         fputs("usage: registry-tool --config FILE --root DIR [--debug] [--log-format text|json]\n"
               "                     resolve REF\n"
+              "                   | fetch-manifest REF\n"
               "                   | pull REF [--platform P] [--all-platforms] [--metadata-only]\n"
               "                   | push LAYOUT-DIR[:TAG] REF [--mount-from REPO] "
               "[--chunk-size BYTES]\n"
               "                   | copy SRC-REF DEST-REF [--chunk-size BYTES]\n"
-              "                   | batch   (\"ID VERB ARGS...\" lines on stdin)\n",
+              "                   | batch   (\"ID VERB ARGS...\" lines on stdin)\n"
+              "  every verb: [--cancel-after MS] (sets the operation's cancel flag then)\n",
               f);
 }
 

@@ -10,8 +10,10 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/macro.h"
@@ -641,6 +643,72 @@ TEST(manager_sink_on_the_waiter_with_pauses)
         t = kiln_registry_transfer_free(t);
         ASSERT_EQ_INT(cs.bytes, 0);
 
+        m = kiln_registry_transfer_manager_free(m);
+        server_stop(&s);
+        return 0;
+}
+
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+TEST(manager_cancel_flag)
+{
+        _cleanup_(kiln_registry_transfer_manager_freep) struct kiln_registry_transfer_manager *m =
+                NULL;
+        struct kiln_registry_transfer *running = NULL, *queued = NULL, *late = NULL;
+        struct kiln_registry_transfer_manager_options o = { .max_concurrency = 1 };
+        _cleanup_free_ char *url = NULL;
+        atomic_bool flag, other;
+        struct kiln_error *e = NULL;
+        struct server s;
+        int64_t t0;
+
+        atomic_init(&flag, false);
+        atomic_init(&other, false);
+        ASSERT_OK(server_start(&s));
+        ASSERT_OK(kiln_registry_transfer_manager_new(&o, &m, &e));
+        url = kiln_xasprintf("http://127.0.0.1:%d/hold", s.port);
+        {
+                struct kiln_registry_transfer_request req = {
+                        .url = url,
+                        .klass = KILN_REGISTRY_TRANSFER_LAYER,
+                        .body_max = 1024,
+                        .cancel = &flag,
+                };
+
+                /* One runs (held by the server), one waits for the slot. */
+                ASSERT_OK(kiln_registry_transfer_start(m, &req, &running, &e));
+                ASSERT_TRUE(wait_holding(&s, 1));
+                ASSERT_OK(kiln_registry_transfer_start(m, &req, &queued, &e));
+                /* Another operation's flag is not this one's. */
+                req.cancel = &other;
+                ASSERT_OK(kiln_registry_transfer_start(m, &req, &late, &e));
+        }
+
+        /* Set and woken: both of the flag's transfers end at once. */
+        t0 = mono_ms();
+        atomic_store(&flag, true);
+        kiln_registry_transfer_manager_wake(m);
+        ASSERT_EQ_INT(kiln_registry_transfer_wait(running, NULL), -ECANCELED);
+        ASSERT_EQ_INT(kiln_registry_transfer_wait(queued, NULL), -ECANCELED);
+        ASSERT_TRUE(mono_ms() - t0 < 900);
+        running = kiln_registry_transfer_free(running);
+        queued = kiln_registry_transfer_free(queued);
+
+        /* Set without a wake: seen at the manager's next poll. */
+        ASSERT_TRUE(wait_holding(&s, 1));
+        t0 = mono_ms();
+        atomic_store(&other, true);
+        ASSERT_EQ_INT(kiln_registry_transfer_wait(late, NULL), -ECANCELED);
+        ASSERT_TRUE(mono_ms() - t0 < 3000);
+        late = kiln_registry_transfer_free(late);
+
+        server_release(&s);
         m = kiln_registry_transfer_manager_free(m);
         server_stop(&s);
         return 0;
