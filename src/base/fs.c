@@ -1,26 +1,33 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "fs.h"
 
-int kiln_read_file_at(int dirfd, const char *path, struct kiln_buf *b)
+int kiln_read_file_at_flags(int dirfd, const char *path, int open_flags, struct kiln_buf *b)
 {
         _cleanup_close_ int fd = -1;
         char chunk[16384];
         struct stat st;
         int r;
 
-        fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* O_NONBLOCK: opening a FIFO without a writer, or a device, must not
+         * wait; such files are refused below. A regular file ignores it. */
+        fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | open_flags);
         if (fd < 0)
                 return -errno;
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (S_ISDIR(st.st_mode))
                 return -EISDIR;
-        if (S_ISREG(st.st_mode) && (uint64_t) st.st_size > b->max)
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        if ((uint64_t) st.st_size > b->max)
                 return -E2BIG;
+        kiln_buf_reset(b);
         for (;;) {
                 ssize_t n = read(fd, chunk, sizeof(chunk));
 
@@ -31,12 +38,29 @@ int kiln_read_file_at(int dirfd, const char *path, struct kiln_buf *b)
                 }
                 if (n == 0)
                         break;
+                /* The file may have grown since the fstat. */
                 r = kiln_buf_append(b, chunk, (size_t) n);
                 if (r < 0)
                         return r;
         }
         /* An empty file still yields a NUL-terminated buffer. */
         return kiln_buf_append(b, "", 0);
+}
+
+int kiln_read_file_at(int dirfd, const char *path, struct kiln_buf *b)
+{
+        return kiln_read_file_at_flags(dirfd, path, 0, b);
+}
+
+const char *kiln_read_file_strerror(int r, size_t max, char buf[static 64])
+{
+        if (r == -EINVAL)
+                return "not a regular file";
+        if (r == -E2BIG) {
+                (void) snprintf(buf, 64, "larger than %zu bytes", max);
+                return buf;
+        }
+        return strerror(-r);
 }
 
 int kiln_mkdir_p(const char *path, unsigned mode)
@@ -98,4 +122,146 @@ fail:
         r = -errno;
         (void) unlink(tmp);
         return r;
+}
+
+int kiln_path_absolute(const char *path, char **ret)
+{
+        _cleanup_free_ char *cwd = NULL;
+        char *s;
+        size_t n;
+
+        if (path[0] == '/')
+                s = kiln_xstrdup(path);
+        else {
+                cwd = getcwd(NULL, 0);
+                if (!cwd)
+                        return -errno;
+                s = kiln_xasprintf("%s%s%s", cwd, streq(cwd, "/") ? "" : "/", path);
+        }
+        n = strlen(s);
+        while (n > 1 && s[n - 1] == '/')
+                s[--n] = '\0';
+        *ret = s;
+        return 0;
+}
+
+/* ---- kiln_rm_rf_at ---- */
+
+struct rm_rf {
+        uint64_t mnt_id; /* of the top, when the kernel tells (STATX_MNT_ID) */
+        bool has_mnt_id;
+        dev_t dev; /* of the top: the check without mount ids */
+        struct kiln_error **err;
+};
+
+static int rm_rf_fail(const struct rm_rf *x, int r, const char *path, const char *what)
+{
+        return kiln_error_set(x->err, r, "remove '%s': %s", path, what ? what : strerror(-r));
+}
+
+/* The file system of the open directory fd is the top's. */
+static int rm_rf_same_mount(const struct rm_rf *x, int fd, const char *path)
+{
+        struct statx stx;
+        bool other;
+
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_MNT_ID, &stx) < 0)
+                return rm_rf_fail(x, -errno, path, NULL);
+        /* A bind mount of the same file system has the same device: the
+         * mount id tells them apart where the kernel has it. */
+        if (x->has_mnt_id && (stx.stx_mask & STATX_MNT_ID))
+                other = stx.stx_mnt_id != x->mnt_id;
+        else
+                other = makedev(stx.stx_dev_major, stx.stx_dev_minor) != x->dev;
+        if (other)
+                return rm_rf_fail(x, -EBUSY, path, "a file system is mounted there");
+        return 0;
+}
+
+static int rm_rf_entry(const struct rm_rf *x, int parent, const char *name, const char *path,
+                       unsigned depth);
+
+/* Removes what the directory fd (at path) holds but keep. Takes fd. */
+static int rm_rf_children(const struct rm_rf *x, int fd, const char *path, const char *keep,
+                          unsigned depth)
+{
+        struct dirent *de;
+        DIR *d;
+        int r = 0;
+
+        d = fdopendir(fd);
+        if (!d) {
+                r = -errno;
+                (void) close(fd);
+                return rm_rf_fail(x, r, path, NULL);
+        }
+        while (r >= 0 && (de = readdir(d))) {
+                _cleanup_free_ char *child = NULL;
+
+                if (streq(de->d_name, ".") || streq(de->d_name, "..") ||
+                    (keep && streq(de->d_name, keep)))
+                        continue;
+                child = kiln_xasprintf("%s/%s", path, de->d_name);
+                r = rm_rf_entry(x, dirfd(d), de->d_name, child, depth + 1);
+        }
+        (void) closedir(d);
+        return r;
+}
+
+static int rm_rf_entry(const struct rm_rf *x, int parent, const char *name, const char *path,
+                       unsigned depth)
+{
+        struct stat st;
+        int fd, r;
+
+        if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return errno == ENOENT ? 0 : rm_rf_fail(x, -errno, path, NULL);
+        if (!S_ISDIR(st.st_mode)) {
+                if (unlinkat(parent, name, 0) < 0 && errno != ENOENT)
+                        return rm_rf_fail(x, -errno, path, NULL);
+                return 0;
+        }
+        if (depth >= KILN_RM_RF_MAX_DEPTH)
+                return rm_rf_fail(x, -ELOOP, path, "nested too deeply");
+        /* O_NOFOLLOW: a directory swapped for a link since the fstatat is
+         * not followed; the checks below look at what was opened. */
+        fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return rm_rf_fail(x, -errno, path, NULL);
+        r = rm_rf_same_mount(x, fd, path);
+        if (r < 0) {
+                (void) close(fd);
+                return r;
+        }
+        r = rm_rf_children(x, fd, path, NULL, depth);
+        if (r < 0)
+                return r;
+        if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                return rm_rf_fail(x, -errno, path, NULL);
+        return 0;
+}
+
+int kiln_rm_rf_at(int dirfd, const char *path, const char *keep, struct kiln_error **err)
+{
+        struct rm_rf x = { .err = err };
+        struct statx stx;
+        int fd, r;
+
+        if (statx(dirfd, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_MNT_ID, &stx) < 0)
+                return errno == ENOENT ? 0 : rm_rf_fail(&x, -errno, path, NULL);
+        x.has_mnt_id = stx.stx_mask & STATX_MNT_ID;
+        x.mnt_id = stx.stx_mnt_id;
+        x.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+        if (!keep || !S_ISDIR(stx.stx_mode))
+                return rm_rf_entry(&x, dirfd, path, path, 0);
+
+        fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return rm_rf_fail(&x, -errno, path, NULL);
+        r = rm_rf_same_mount(&x, fd, path);
+        if (r < 0) {
+                (void) close(fd);
+                return r;
+        }
+        return rm_rf_children(&x, fd, path, keep, 0);
 }

@@ -13,9 +13,6 @@
 #include "config/install.h"
 #include "http.h"
 
-/* Nesting below a builder directory that kiln_cli_rm_rf follows. */
-#define RM_RF_MAX_DEPTH 256
-
 /* ---- Drivers and statuses ---- */
 
 static const char *const driver_names[_KILN_CLI_DRIVER_KIND_MAX] = {
@@ -103,11 +100,12 @@ char *kiln_cli_builder_path(const struct kiln_cli_builder *b, const char *rel)
         return kiln_xasprintf("%s/%s", b->dir, rel);
 }
 
-const char *kiln_cli_builder_opt(const struct kiln_cli_builder *b, const char *key)
+const char *kiln_cli_driver_opts_get(const struct kiln_cli_driver_opt *opts, size_t n,
+                                     const char *key)
 {
-        for (size_t i = 0; i < b->n_opts; i++)
-                if (streq(b->opts[i].key, key))
-                        return b->opts[i].value;
+        for (size_t i = 0; i < n; i++)
+                if (streq(opts[i].key, key))
+                        return opts[i].value;
         return NULL;
 }
 
@@ -212,9 +210,9 @@ static void builder_tls_paths(struct kiln_cli_builder *b)
         const char *sn;
 
         for (size_t i = 0; i < ELEMENTSOF(files); i++)
-                if (kiln_cli_builder_opt(b, files[i].opt))
+                if (kiln_cli_driver_opts_get(b->opts, b->n_opts, files[i].opt))
                         *dst[i] = kiln_cli_builder_path(b, files[i].file);
-        sn = kiln_cli_builder_opt(b, "servername");
+        sn = kiln_cli_driver_opts_get(b->opts, b->n_opts, "servername");
         if (sn && sn[0])
                 b->server_name = kiln_xstrdup(sn);
 }
@@ -284,6 +282,12 @@ static int builder_from_json(const struct kiln_cli_store *s, const char *name, c
 
 /* ---- The store ---- */
 
+/* What every kiln process may write to the store with: the directories
+ * themselves decide who else can. */
+#define STORE_DIR_MODE 0700u
+/* The prefix of staging directories in builders/. */
+#define STAGING_PREFIX ".new-"
+
 char *kiln_cli_store_builder_dir(const struct kiln_cli_store *s, const char *name)
 {
         return kiln_xasprintf("%s/builders/%s", s->dir, name);
@@ -292,30 +296,91 @@ char *kiln_cli_store_builder_dir(const struct kiln_cli_store *s, const char *nam
 bool kiln_cli_store_has(const struct kiln_cli_store *s, const char *name)
 {
         _cleanup_free_ char *path = kiln_xasprintf("%s/builders/%s/builder.json", s->dir, name);
+        struct stat st;
 
-        return access(path, F_OK) == 0;
+        return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* As ssh checks ~/.ssh: a directory of the store that someone else owns or
+ * may write could make kiln start another program or trust another
+ * certificate. -ENOENT (without *err) when it does not exist. */
+static int check_private_dir(const char *path, struct kiln_error **err)
+{
+        struct stat st;
+
+        if (stat(path, &st) < 0) {
+                if (errno == ENOENT)
+                        return -ENOENT;
+                return kiln_error_set(err, -errno, "builder store '%s': %s", path, strerror(errno));
+        }
+        if (!S_ISDIR(st.st_mode))
+                return kiln_error_set(err, -ENOTDIR, "builder store '%s' is not a directory", path);
+        if (st.st_uid != geteuid())
+                return kiln_error_set(err, -EPERM,
+                                      "refusing builder store '%s': it is owned by uid %u, not "
+                                      "by uid %u that runs kiln",
+                                      path, (unsigned) st.st_uid, (unsigned) geteuid());
+        if (st.st_mode & (S_IWGRP | S_IWOTH))
+                return kiln_error_set(err, -EPERM,
+                                      "refusing builder store '%s': it is writable by group or "
+                                      "others (mode %04o; chmod go-w it)",
+                                      path, (unsigned) (st.st_mode & 07777));
+        return 0;
+}
+
+/* Checks the store's directories that exist. */
+static int store_check(const struct kiln_cli_store *s, struct kiln_error **err)
+{
+        static const char *const subdirs[] = { "builders", "locks" };
+        int r;
+
+        r = check_private_dir(s->dir, err);
+        if (r == -ENOENT)
+                return 0; /* nothing there yet, nothing below it either */
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(subdirs); i++) {
+                _cleanup_free_ char *path = kiln_xasprintf("%s/%s", s->dir, subdirs[i]);
+
+                r = check_private_dir(path, err);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+        }
+        return 0;
+}
+
+/* Creates what is missing of the store, 0700, before anything is written
+ * into it. */
+static int store_ensure(struct kiln_cli_store *s, struct kiln_error **err)
+{
+        static const char *const subdirs[] = { "builders", "locks" };
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(subdirs); i++) {
+                _cleanup_free_ char *path = kiln_xasprintf("%s/%s", s->dir, subdirs[i]);
+
+                r = kiln_mkdir_p(path, STORE_DIR_MODE);
+                if (r < 0)
+                        return kiln_error_set(err, r, "create builder store '%s': %s", path,
+                                              strerror(-r));
+        }
+        return store_check(s, err);
 }
 
 int kiln_cli_store_open(const char *dir, struct kiln_cli_store **ret, struct kiln_error **err)
 {
-        _cleanup_free_ char *builders = NULL;
-        struct kiln_cli_store *s;
-        struct stat st;
+        _cleanup_(kiln_cli_store_freep) struct kiln_cli_store *s = NULL;
         int r;
 
         if (dir[0] != '/')
                 return kiln_error_set(err, -EINVAL, "state directory '%s' is not absolute", dir);
-        builders = kiln_xasprintf("%s/builders", dir);
-        r = kiln_mkdir_p(builders, 0700);
-        if (r < 0)
-                return kiln_error_set(err, r, "create state directory '%s': %s", dir, strerror(-r));
-        if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-                return kiln_error_set(err, -ENOTDIR, "state directory '%s' is not a directory",
-                                      dir);
         s = kiln_xcalloc(1, sizeof(*s));
         s->dir = kiln_xstrdup(dir);
         s->lock_fd = -1;
-        *ret = s;
+        r = store_check(s, err);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(s);
         return 0;
 }
 
@@ -329,52 +394,60 @@ struct kiln_cli_store *kiln_cli_store_free(struct kiln_cli_store *s)
         return NULL;
 }
 
-static void sleep_ms(unsigned ms)
+/* Whether fd is still the file at path: a lock file removed (and maybe made
+ * again) while we waited for it locks nothing. */
+static bool lock_is_current(int fd, const char *path)
 {
-        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+        struct stat a, b;
 
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
-
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+        return fstat(fd, &a) == 0 && a.st_nlink > 0 && lstat(path, &b) == 0 &&
+               a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 static int lock_path(const char *path, const char *what, int *ret_fd, struct kiln_error **err)
 {
-        _cleanup_close_ int fd = -1;
-        uint64_t deadline = now_ms() + KILN_CLI_LOCK_TIMEOUT_MS;
+        uint64_t deadline = kiln_cli_now_ms() + KILN_CLI_LOCK_TIMEOUT_MS;
 
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
-        if (fd < 0)
-                return kiln_error_set(err, -errno, "open lock '%s': %s", path, strerror(errno));
-        while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                if (errno == EINTR)
-                        continue;
-                if (errno != EWOULDBLOCK)
-                        return kiln_error_set(err, -errno, "lock '%s': %s", path, strerror(errno));
-                if (now_ms() >= deadline)
-                        return kiln_error_set(err, -EBUSY,
-                                              "%s is busy: another kiln command has held '%s' "
-                                              "for %us",
-                                              what, path, KILN_CLI_LOCK_TIMEOUT_MS / 1000);
-                sleep_ms(20);
+        for (;;) {
+                _cleanup_close_ int fd = -1;
+
+                fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+                if (fd < 0)
+                        return kiln_error_set(err, -errno, "open lock '%s': %s", path,
+                                              strerror(errno));
+                while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EWOULDBLOCK)
+                                return kiln_error_set(err, -errno, "lock '%s': %s", path,
+                                                      strerror(errno));
+                        if (kiln_cli_interrupted())
+                                return kiln_error_set(err, -EINTR,
+                                                      "interrupted while waiting for %s", what);
+                        if (kiln_cli_now_ms() >= deadline)
+                                return kiln_error_set(err, -EBUSY,
+                                                      "%s is busy: another kiln command has held "
+                                                      "'%s' for %us",
+                                                      what, path, KILN_CLI_LOCK_TIMEOUT_MS / 1000);
+                        kiln_cli_sleep_ms(20);
+                }
+                if (lock_is_current(fd, path)) {
+                        *ret_fd = TAKE_FD(fd);
+                        return 0;
+                }
         }
-        *ret_fd = TAKE_FD(fd);
-        return 0;
 }
 
 int kiln_cli_store_lock(struct kiln_cli_store *s, struct kiln_error **err)
 {
         _cleanup_free_ char *path = NULL;
+        int r;
 
         if (s->lock_fd >= 0)
                 return 0;
+        r = store_ensure(s, err);
+        if (r < 0)
+                return r;
         path = kiln_xasprintf("%s/.lock", s->dir);
         return lock_path(path, "the builder store", &s->lock_fd, err);
 }
@@ -387,18 +460,49 @@ void kiln_cli_store_unlock(struct kiln_cli_store *s)
         }
 }
 
+static char *builder_lock_path(const struct kiln_cli_store *s, const char *name)
+{
+        return kiln_xasprintf("%s/locks/%s.lock", s->dir, name);
+}
+
 int kiln_cli_store_lock_builder(struct kiln_cli_store *s, const char *name, int *ret_fd,
                                 struct kiln_error **err)
 {
-        _cleanup_free_ char *dir = kiln_xasprintf("%s/locks", s->dir);
-        _cleanup_free_ char *path = kiln_xasprintf("%s/%s.lock", dir, name);
+        _cleanup_free_ char *path = builder_lock_path(s, name);
         _cleanup_free_ char *what = kiln_xasprintf("builder \"%s\"", name);
         int r;
 
-        r = kiln_mkdir_p(dir, 0700);
+        r = store_ensure(s, err);
         if (r < 0)
-                return kiln_error_set(err, r, "create '%s': %s", dir, strerror(-r));
+                return r;
         return lock_path(path, what, ret_fd, err);
+}
+
+void kiln_cli_store_drop_builder_lock(struct kiln_cli_store *s, const char *name, int fd)
+{
+        _cleanup_free_ char *path = builder_lock_path(s, name);
+
+        /* Unlinked while held: whoever waits on this file sees it is gone
+         * (lock_is_current) and locks the next one instead. */
+        if (lock_is_current(fd, path))
+                (void) unlink(path);
+        (void) close(fd);
+}
+
+int kiln_cli_store_lock_existing(struct kiln_cli_store *s, const char *name, int *ret_fd,
+                                 struct kiln_error **err)
+{
+        int fd = -1, r;
+
+        r = kiln_cli_store_lock_builder(s, name, &fd, err);
+        if (r < 0)
+                return r;
+        if (!kiln_cli_store_has(s, name)) {
+                kiln_cli_store_drop_builder_lock(s, name, fd);
+                return kiln_error_set(err, -ENOENT, "no builder \"%s\" found", name);
+        }
+        *ret_fd = fd;
+        return 0;
 }
 
 static int name_cmp(const void *a, const void *b)
@@ -449,12 +553,13 @@ int kiln_cli_store_load(const struct kiln_cli_store *s, const char *name,
         _cleanup_free_ char *path = NULL;
         json_error_t jerr;
         json_t *o;
+        char buf[64];
         int r;
 
         if (kiln_cli_name_validate(name, NULL, NULL) < 0)
                 return kiln_error_set(err, -ENOENT, "no builder \"%s\" found", name);
         path = kiln_xasprintf("%s/builders/%s/builder.json", s->dir, name);
-        r = kiln_read_file_at(AT_FDCWD, path, &text);
+        r = kiln_read_file_at_flags(AT_FDCWD, path, O_NOFOLLOW, &text);
         if (r == -ENOENT) {
                 if (streq(name, KILN_CLI_DEFAULT_BUILDER)) {
                         struct kiln_cli_builder *b = kiln_cli_builder_new(s, name);
@@ -466,7 +571,8 @@ int kiln_cli_store_load(const struct kiln_cli_store *s, const char *name,
                 return kiln_error_set(err, -ENOENT, "no builder \"%s\" found", name);
         }
         if (r < 0)
-                return kiln_error_set(err, r, "read '%s': %s", path, strerror(-r));
+                return kiln_error_set(err, r, "read '%s': %s", path,
+                                      kiln_read_file_strerror(r, text.max, buf));
         o = json_loadb(text.data, text.len, 0, &jerr);
         if (!o || !json_is_object(o)) {
                 json_decref(o);
@@ -478,33 +584,51 @@ int kiln_cli_store_load(const struct kiln_cli_store *s, const char *name,
         return r;
 }
 
-/* Reads a one-line name file; NULL when absent or not a valid name. */
-static char *read_name_file(const struct kiln_cli_store *s, const char *file)
+/* Reads a one-line name file into *ret: NULL when it does not exist. */
+static int read_name_file(const struct kiln_cli_store *s, const char *file, char **ret,
+                          struct kiln_error **err)
 {
         _cleanup_(kiln_buf_release) struct kiln_buf text = KILN_BUF_INIT(KILN_CLI_NAME_MAX + 2);
         _cleanup_free_ char *path = kiln_xasprintf("%s/%s", s->dir, file);
+        char buf[64];
+        int r;
 
-        if (kiln_read_file_at(AT_FDCWD, path, &text) < 0)
-                return NULL;
+        r = kiln_read_file_at_flags(AT_FDCWD, path, O_NOFOLLOW, &text);
+        if (r == -ENOENT) {
+                *ret = NULL;
+                return 0;
+        }
+        if (r < 0)
+                return kiln_error_set(err, r, "read '%s': %s", path,
+                                      kiln_read_file_strerror(r, text.max, buf));
         while (text.len > 0 && (text.data[text.len - 1] == '\n' || text.data[text.len - 1] == ' '))
                 text.data[--text.len] = '\0';
-        if (kiln_cli_name_validate(text.data, NULL, NULL) < 0)
-                return NULL;
-        return kiln_buf_steal(&text);
+        r = kiln_cli_name_validate(text.data, NULL, err);
+        if (r < 0)
+                return kiln_error_wrap(err, "read '%s'", path);
+        *ret = kiln_buf_steal(&text);
+        return 0;
 }
 
-char *kiln_cli_store_current(const struct kiln_cli_store *s)
+static const char *const name_files[] = { "current", "default-builder" };
+
+int kiln_cli_store_current(const struct kiln_cli_store *s, char **ret, struct kiln_error **err)
 {
-        static const char *const files[] = { "current", "default-builder" };
+        for (size_t i = 0; i < ELEMENTSOF(name_files); i++) {
+                _cleanup_free_ char *name = NULL;
+                int r;
 
-        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
-                char *name = read_name_file(s, files[i]);
-
-                if (name && (kiln_cli_store_has(s, name) || streq(name, KILN_CLI_DEFAULT_BUILDER)))
-                        return name;
-                free(name);
+                r = read_name_file(s, name_files[i], &name, err);
+                if (r < 0)
+                        return r;
+                if (name &&
+                    (kiln_cli_store_has(s, name) || streq(name, KILN_CLI_DEFAULT_BUILDER))) {
+                        *ret = TAKE_PTR(name);
+                        return 0;
+                }
         }
-        return kiln_xstrdup(KILN_CLI_DEFAULT_BUILDER);
+        *ret = kiln_xstrdup(KILN_CLI_DEFAULT_BUILDER);
+        return 0;
 }
 
 static int write_name_file(struct kiln_cli_store *s, const char *file, const char *name,
@@ -542,15 +666,18 @@ int kiln_cli_store_set_current(struct kiln_cli_store *s, const char *name, bool 
 
 int kiln_cli_store_forget(struct kiln_cli_store *s, const char *name, struct kiln_error **err)
 {
-        static const char *const files[] = { "current", "default-builder" };
-
-        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
-                _cleanup_free_ char *cur = read_name_file(s, files[i]);
+        for (size_t i = 0; i < ELEMENTSOF(name_files); i++) {
+                _cleanup_free_ char *cur = NULL;
                 int r;
 
+                /* One that cannot be read may name it: say so, rather
+                 * than leave a removed builder current. */
+                r = read_name_file(s, name_files[i], &cur, err);
+                if (r < 0)
+                        return r;
                 if (!cur || !streq(cur, name))
                         continue;
-                r = write_name_file(s, files[i], NULL, err);
+                r = write_name_file(s, name_files[i], NULL, err);
                 if (r < 0)
                         return r;
         }
@@ -567,44 +694,243 @@ char *kiln_cli_store_default_config(const struct kiln_cli_store *s)
         return NULL;
 }
 
+/* ---- Interruption ---- */
+
+static volatile sig_atomic_t interrupt_signal;
+static bool interrupt_caught;
+static const int interrupt_signals[] = { SIGINT, SIGTERM, SIGHUP };
+static struct sigaction interrupt_saved[ELEMENTSOF(interrupt_signals)];
+
+static void on_interrupt(int sig)
+{
+        if (!interrupt_signal)
+                interrupt_signal = sig;
+}
+
+void kiln_cli_interrupt_catch(void)
+{
+        struct sigaction sa = { .sa_handler = on_interrupt };
+
+        if (interrupt_caught)
+                return;
+        /* No SA_RESTART: a sleep in a lock wait returns early. */
+        sigemptyset(&sa.sa_mask);
+        for (size_t i = 0; i < ELEMENTSOF(interrupt_signals); i++) {
+                (void) sigaction(interrupt_signals[i], NULL, &interrupt_saved[i]);
+                /* A shell's background job ignores SIGINT: keep it so. */
+                if (interrupt_signals[i] == SIGINT && interrupt_saved[i].sa_handler == SIG_IGN)
+                        continue;
+                (void) sigaction(interrupt_signals[i], &sa, NULL);
+        }
+        interrupt_caught = true;
+}
+
+int kiln_cli_interrupted(void)
+{
+        return interrupt_signal;
+}
+
+void kiln_cli_interrupt_release(void)
+{
+        int sig = interrupt_signal;
+
+        if (!interrupt_caught)
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(interrupt_signals); i++)
+                (void) sigaction(interrupt_signals[i], &interrupt_saved[i], NULL);
+        interrupt_caught = false;
+        if (sig) {
+                fflush(NULL);
+                (void) signal(sig, SIG_DFL);
+                (void) raise(sig);
+        }
+}
+
 /* ---- Making builders ---- */
 
-int kiln_cli_store_prepare(struct kiln_cli_store *s, const char *name, struct kiln_error **err)
+struct kiln_cli_staging {
+        char *name;
+        char *dir; /* builders/.new-<name>-XXXXXX, absolute */
+        int lock;  /* an fd of dir, flock'ed: its maker is alive */
+        bool published;
+};
+
+const char *kiln_cli_staging_dir(const struct kiln_cli_staging *st)
 {
-        _cleanup_free_ char *dir = kiln_cli_store_builder_dir(s, name);
+        return st->dir;
+}
+
+struct kiln_cli_staging *kiln_cli_staging_free(struct kiln_cli_staging *st)
+{
+        if (!st)
+                return NULL;
+        if (!st->published)
+                (void) kiln_rm_rf_at(AT_FDCWD, st->dir, NULL, NULL);
+        if (st->lock >= 0)
+                (void) close(st->lock);
+        free(st->name);
+        free(st->dir);
+        free(st);
+        return NULL;
+}
+
+/* Removes the staging directories of kilns that died making a builder
+ * (their flock went with them). Needs the store lock, which
+ * kiln_cli_store_stage holds from mkdtemp to flock, so a staging directory
+ * is never seen unlocked while its maker lives. */
+static void remove_dead_staging(const struct kiln_cli_store *s)
+{
+        _cleanup_free_ char *path = kiln_xasprintf("%s/builders", s->dir);
+        struct dirent *de;
+        DIR *d;
+
+        d = opendir(path);
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                _cleanup_close_ int fd = -1;
+
+                if (!startswith(de->d_name, STAGING_PREFIX))
+                        continue;
+                fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0)
+                        continue;
+                (void) kiln_rm_rf_at(dirfd(d), de->d_name, NULL, NULL);
+        }
+        closedir(d);
+}
+
+int kiln_cli_store_stage(struct kiln_cli_store *s, const char *name, struct kiln_cli_staging **ret,
+                         struct kiln_error **err)
+{
+        _cleanup_(kiln_cli_staging_freep) struct kiln_cli_staging *st = NULL;
+        _cleanup_free_ char *tmpl = NULL;
+        bool locked = s->lock_fd >= 0;
+        int r;
+
+        r = kiln_cli_store_lock(s, err);
+        if (r < 0)
+                return r;
+        remove_dead_staging(s);
+        tmpl = kiln_xasprintf("%s/builders/" STAGING_PREFIX "%s-XXXXXX", s->dir, name);
+        if (!mkdtemp(tmpl)) {
+                r = kiln_error_set(err, -errno, "create a directory in '%s/builders': %s", s->dir,
+                                   strerror(errno));
+                goto out;
+        }
+        st = kiln_xcalloc(1, sizeof(*st));
+        st->name = kiln_xstrdup(name);
+        st->dir = TAKE_PTR(tmpl);
+        st->lock = -1;
+        st->lock = open(st->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (st->lock < 0 || flock(st->lock, LOCK_EX | LOCK_NB) < 0) {
+                r = kiln_error_set(err, -errno, "lock '%s': %s", st->dir, strerror(errno));
+                goto out;
+        }
+        *ret = TAKE_PTR(st);
+out:
+        if (!locked)
+                kiln_cli_store_unlock(s);
+        return r;
+}
+
+/* Moves old/root, the state an `rm --keep-state` kept, into the staging
+ * directory, removes the rest of old and returns whether root was moved. */
+static int take_over_state(const char *old, const char *staging, bool *moved,
+                           struct kiln_error **err)
+{
+        _cleanup_free_ char *from = kiln_xasprintf("%s/root", old);
+        _cleanup_free_ char *to = kiln_xasprintf("%s/root", staging);
         struct stat st;
 
-        if (kiln_cli_store_has(s, name))
-                return kiln_error_set(err, -EEXIST, "builder \"%s\" already exists", name);
-        if (lstat(dir, &st) == 0)
-                return kiln_cli_rm_rf(dir, "root", err);
-        if (mkdir(dir, 0700) < 0)
-                return kiln_error_set(err, -errno, "create '%s': %s", dir, strerror(errno));
-        return 0;
+        *moved = false;
+        if (lstat(from, &st) == 0 && S_ISDIR(st.st_mode)) {
+                if (rename(from, to) < 0)
+                        return kiln_error_set(err, -errno, "take over the state in '%s': %s", from,
+                                              strerror(errno));
+                *moved = true;
+        }
+        return kiln_rm_rf_at(AT_FDCWD, old, NULL, err);
 }
 
-void kiln_cli_store_abandon(struct kiln_cli_store *s, const char *name)
+static int publish_locked(struct kiln_cli_store *s, struct kiln_cli_staging *st, bool use,
+                          struct kiln_error **err)
 {
-        _cleanup_free_ char *dir = kiln_cli_store_builder_dir(s, name);
-        _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+        _cleanup_free_ char *final = kiln_cli_store_builder_dir(s, st->name);
+        _cleanup_free_ char *builders = kiln_xasprintf("%s/builders", s->dir);
+        _cleanup_close_ int dfd = -1;
+        bool moved = false;
+        struct stat sb;
+        int r;
 
-        if (kiln_cli_rm_rf(dir, "root", &e) >= 0)
-                (void) rmdir(dir); /* fails, as it should, when root/ is kept */
+        if (kiln_cli_interrupted())
+                return kiln_error_set(err, -EINTR, "interrupted");
+        if (kiln_cli_store_has(s, st->name))
+                return kiln_error_set(err, -EEXIST, "builder \"%s\" already exists", st->name);
+        if (lstat(final, &sb) == 0) {
+                r = take_over_state(final, st->dir, &moved, err);
+                if (r < 0)
+                        goto undo;
+        }
+        if (renameat2(AT_FDCWD, st->dir, AT_FDCWD, final, RENAME_NOREPLACE) < 0 &&
+            (errno != EINVAL || rename(st->dir, final) < 0)) {
+                r = kiln_error_set(err, -errno, "rename '%s' to '%s': %s", st->dir, final,
+                                   strerror(errno));
+                goto undo;
+        }
+        st->published = true;
+        dfd = open(builders, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0)
+                (void) fsync(dfd);
+        if (use)
+                return kiln_cli_store_set_current(s, st->name, false, err);
+        return 0;
+undo:
+        /* The kept state goes back where rm --keep-state left it. */
+        if (moved) {
+                _cleanup_free_ char *from = kiln_xasprintf("%s/root", st->dir);
+                _cleanup_free_ char *to = kiln_xasprintf("%s/root", final);
+
+                (void) mkdir(final, STORE_DIR_MODE);
+                (void) rename(from, to);
+        }
+        return r;
 }
 
-int kiln_cli_store_write_config(const char *config_file, const char *dir,
+int kiln_cli_store_publish(struct kiln_cli_store *s, struct kiln_cli_staging *st, bool use,
+                           struct kiln_error **err)
+{
+        int lock = -1, r;
+
+        r = kiln_cli_store_lock_builder(s, st->name, &lock, err);
+        if (r < 0)
+                return r;
+        r = kiln_cli_store_lock(s, err);
+        if (r >= 0)
+                r = publish_locked(s, st, use, err);
+        kiln_cli_store_unlock(s);
+        /* A builder lock file of a builder that did not come to be goes. */
+        if (st->published || kiln_cli_store_has(s, st->name))
+                (void) close(lock);
+        else
+                kiln_cli_store_drop_builder_lock(s, st->name, lock);
+        return r;
+}
+
+int kiln_cli_store_write_config(const char *config_file, const char *dir, const char *final_dir,
                                 struct kiln_config_diags *diags, struct kiln_error **err)
 {
         _cleanup_free_ char *buildkit = kiln_xasprintf("%s/etc/buildkit", dir);
+        _cleanup_free_ char *final = kiln_xasprintf("%s/etc/buildkit", final_dir);
         _cleanup_free_ char *toml = NULL;
         static const char empty[] =
                 "# Written by kiln create without --config: kilnd's defaults apply.\n";
         int r;
 
         if (config_file)
-                return kiln_config_install(config_file, buildkit, diags, err);
+                return kiln_config_install_as(config_file, buildkit, final, diags, err);
 
-        r = kiln_mkdir_p(buildkit, 0700);
+        r = kiln_mkdir_p(buildkit, STORE_DIR_MODE);
         if (r < 0)
                 return kiln_error_set(err, r, "create '%s': %s", buildkit, strerror(-r));
         toml = kiln_xasprintf("%s/buildkitd.toml", buildkit);
@@ -619,35 +945,36 @@ static int materialize_default(struct kiln_cli_store *s, struct kiln_error **err
 {
         _cleanup_(kiln_cli_builder_freep) struct kiln_cli_builder *b = NULL;
         _cleanup_(kiln_config_diags_release) struct kiln_config_diags diags = { 0 };
+        _cleanup_(kiln_cli_staging_freep) struct kiln_cli_staging *st = NULL;
         _cleanup_free_ char *config = NULL;
         int r;
 
-        r = kiln_cli_store_lock(s, err);
-        if (r < 0)
-                return r;
         if (kiln_cli_store_has(s, KILN_CLI_DEFAULT_BUILDER))
-                goto out; /* another kiln did it meanwhile */
-
+                return 0;
         b = kiln_cli_builder_new(s, KILN_CLI_DEFAULT_BUILDER);
         config = kiln_cli_store_default_config(s);
         b->config_file = config ? kiln_xstrdup(config) : NULL;
-        r = kiln_cli_store_prepare(s, b->name, err);
-        if (r < 0)
-                goto out;
-        r = kiln_cli_store_write_config(config, b->dir, &diags, err);
-        kiln_config_diags_print(&diags, stderr);
-        if (r >= 0)
-                r = kiln_cli_store_save(b, b->dir, err);
-        if (r < 0) {
-                kiln_cli_store_abandon(s, b->name);
-                (void) kiln_error_wrap(err, "create the default builder");
+        r = kiln_cli_store_stage(s, b->name, &st, err);
+        if (r >= 0) {
+                r = kiln_cli_store_write_config(config, kiln_cli_staging_dir(st), b->dir, &diags,
+                                                err);
+                kiln_config_diags_print(&diags, stderr);
         }
-out:
-        kiln_cli_store_unlock(s);
-        return r < 0 ? r : 0;
+        if (r >= 0)
+                r = kiln_cli_store_save(b, kiln_cli_staging_dir(st), err);
+        if (r >= 0)
+                r = kiln_cli_store_publish(s, st, false, err);
+        if (r == -EEXIST) {
+                /* Another kiln did it meanwhile: what we wanted. */
+                *err = kiln_error_free(*err);
+                return 0;
+        }
+        if (r < 0)
+                return kiln_error_wrap(err, "create the default builder");
+        return 0;
 }
 
-int kiln_cli_store_resolve(struct kiln_cli_store *s, const char *name,
+int kiln_cli_store_resolve(struct kiln_cli_store *s, const char *name, bool materialize,
                            struct kiln_cli_builder **ret, struct kiln_error **err)
 {
         _cleanup_(kiln_cli_builder_freep) struct kiln_cli_builder *b = NULL;
@@ -659,13 +986,16 @@ int kiln_cli_store_resolve(struct kiln_cli_store *s, const char *name,
                  * lower-cased. */
                 if (kiln_cli_name_validate(name, &lower, NULL) < 0)
                         return kiln_error_set(err, -ENOENT, "no builder \"%s\" found", name);
-        } else
-                lower = kiln_cli_store_current(s);
+        } else {
+                r = kiln_cli_store_current(s, &lower, err);
+                if (r < 0)
+                        return r;
+        }
 
         r = kiln_cli_store_load(s, lower, &b, err);
         if (r < 0)
                 return r;
-        if (b->implicit) {
+        if (b->implicit && materialize) {
                 r = materialize_default(s, err);
                 if (r < 0)
                         return r;
@@ -678,95 +1008,34 @@ int kiln_cli_store_resolve(struct kiln_cli_store *s, const char *name,
         return 0;
 }
 
-/* ---- Removing ---- */
-
-static int rm_rf_at(int parent, const char *name, const char *path, uint64_t mnt_id, unsigned depth,
-                    struct kiln_error **err)
+int kiln_cli_open_builder(const struct kiln_cli *cli, const struct kiln_cli_args *args,
+                          bool materialize, struct kiln_cli_store **ret_store,
+                          struct kiln_cli_builder **ret, struct kiln_error **err)
 {
-        struct statx stx;
-        DIR *d;
-        struct dirent *de;
-        int fd, r = 0;
+        _cleanup_(kiln_cli_store_freep) struct kiln_cli_store *s = NULL;
+        int r;
 
-        if (statx(parent, name, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_MNT_ID, &stx) < 0)
-                return errno == ENOENT ? 0
-                                       : kiln_error_set(err, -errno, "remove '%s': %s", path,
-                                                        strerror(errno));
-        if (!S_ISDIR(stx.stx_mode)) {
-                if (unlinkat(parent, name, 0) < 0 && errno != ENOENT)
-                        return kiln_error_set(err, -errno, "remove '%s': %s", path,
-                                              strerror(errno));
-                return 0;
-        }
-        if ((stx.stx_mask & STATX_MNT_ID) && mnt_id && stx.stx_mnt_id != mnt_id)
-                return kiln_error_set(err, -EBUSY, "remove '%s': a file system is mounted there",
-                                      path);
-        if (depth >= RM_RF_MAX_DEPTH)
-                return kiln_error_set(err, -ELOOP, "remove '%s': nested too deeply", path);
-
-        fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return kiln_error_set(err, -errno, "remove '%s': %s", path, strerror(errno));
-        d = fdopendir(fd);
-        if (!d) {
-                r = -errno;
-                (void) close(fd);
-                return kiln_error_set(err, r, "remove '%s': %s", path, strerror(-r));
-        }
-        while (r >= 0 && (de = readdir(d))) {
-                _cleanup_free_ char *child = NULL;
-
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                child = kiln_xasprintf("%s/%s", path, de->d_name);
-                r = rm_rf_at(dirfd(d), de->d_name, child, mnt_id, depth + 1, err);
-        }
-        closedir(d);
+        r = kiln_cli_store_open(cli->config_dir, &s, err);
         if (r < 0)
                 return r;
-        if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-                return kiln_error_set(err, -errno, "remove '%s': %s", path, strerror(errno));
+        r = kiln_cli_store_resolve(s, args->n_pos > 0 ? args->pos[0] : cli->builder, materialize,
+                                   ret, err);
+        if (r < 0)
+                return r;
+        *ret_store = TAKE_PTR(s);
         return 0;
 }
 
-int kiln_cli_rm_rf(const char *path, const char *keep, struct kiln_error **err)
-{
-        struct statx stx;
-        DIR *d;
-        struct dirent *de;
-        int fd, r = 0;
-
-        if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_MNT_ID, &stx) < 0)
-                return errno == ENOENT ? 0
-                                       : kiln_error_set(err, -errno, "remove '%s': %s", path,
-                                                        strerror(errno));
-        if (!keep)
-                return rm_rf_at(AT_FDCWD, path, path,
-                                (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : 0, 0, err);
-
-        fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return kiln_error_set(err, -errno, "remove '%s': %s", path, strerror(errno));
-        d = fdopendir(fd);
-        if (!d) {
-                r = -errno;
-                (void) close(fd);
-                return kiln_error_set(err, r, "remove '%s': %s", path, strerror(-r));
-        }
-        while (r >= 0 && (de = readdir(d))) {
-                _cleanup_free_ char *child = NULL;
-
-                if (streq(de->d_name, ".") || streq(de->d_name, "..") || streq(de->d_name, keep))
-                        continue;
-                child = kiln_xasprintf("%s/%s", path, de->d_name);
-                r = rm_rf_at(dirfd(d), de->d_name, child,
-                             (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : 0, 1, err);
-        }
-        closedir(d);
-        return r;
-}
-
 /* ---- Lifecycle ---- */
+
+int kiln_cli_builder_probe(const struct kiln_cli_builder *b, uint64_t timeout_ms, json_t **ret,
+                           struct kiln_error **err)
+{
+        struct kiln_cli_http_target t;
+
+        kiln_cli_builder_http_target(b, &t);
+        return kiln_cli_http_get_json(&t, "/v1/info", timeout_ms, ret, err);
+}
 
 void kiln_cli_builder_status(const struct kiln_cli_builder *b, uint64_t timeout_ms,
                              struct kiln_cli_status *ret)
@@ -782,9 +1051,9 @@ int kiln_cli_builder_boot(struct kiln_cli_store *s, const struct kiln_cli_builde
         int r;
 
         *ret = (struct kiln_cli_status){ 0 };
-        r = kiln_cli_store_lock_builder(s, b->name, &lock, err);
+        r = kiln_cli_store_lock_existing(s, b->name, &lock, err);
         if (r < 0)
-                return kiln_error_wrap(err, "builder \"%s\"", b->name);
+                return r;
         r = kiln_cli_builder_driver(b)->boot(b, timeout_ms, ret, err);
         if (r < 0) {
                 kiln_cli_status_release(ret);
@@ -799,9 +1068,11 @@ int kiln_cli_builder_stop(struct kiln_cli_store *s, const struct kiln_cli_builde
         _cleanup_close_ int lock = -1;
         int r;
 
-        r = kiln_cli_store_lock_builder(s, b->name, &lock, err);
+        if (b->implicit)
+                return 0; /* never written, never started */
+        r = kiln_cli_store_lock_existing(s, b->name, &lock, err);
         if (r < 0)
-                return kiln_error_wrap(err, "builder \"%s\"", b->name);
+                return r;
         r = kiln_cli_builder_driver(b)->stop(b, timeout_ms, err);
         if (r < 0)
                 return kiln_error_wrap(err, "builder \"%s\"", b->name);

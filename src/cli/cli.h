@@ -13,9 +13,12 @@
  *                              arguments and option values
  *   helpers.c                  pure helpers with unit tests: shell-word and
  *                              CSV splitting, builder names, a tab aligner
- *                              and the platform list of `kiln ls`
+ *                              and the platform list of `kiln ls`; the
+ *                              monotonic clock the waits are measured with
  *
- * Everything here runs on the one thread of a kiln process.
+ * A kiln process runs its command on one thread; only `kiln ls` asks its
+ * builders from several (builder.h says what is safe there). The helpers
+ * here keep no state and are safe on any thread.
  */
 
 #include <stdbool.h>
@@ -121,6 +124,11 @@ extern const struct kiln_cli_command kiln_cli_command_logs;
 extern const struct kiln_cli_command kiln_cli_command_version;
 
 /* ---- Pure helpers (helpers.c) ---- */
+
+/* CLOCK_MONOTONIC in milliseconds: what deadlines are measured with. */
+uint64_t kiln_cli_now_ms(void);
+/* Sleeps ms milliseconds, resuming after a signal handler ran. */
+void kiln_cli_sleep_ms(unsigned ms);
 
 /* Splits s into words as a POSIX shell would, without expansions: blanks
  * separate words; '...' is literal; in "..." a backslash escapes only

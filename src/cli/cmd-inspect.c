@@ -219,10 +219,7 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
         uint64_t timeout = kiln_cli_args_timeout_ms(args, OPT_TIMEOUT);
         int r;
 
-        r = kiln_cli_store_open(cli->config_dir, &s, err);
-        if (r < 0)
-                return r;
-        r = kiln_cli_store_resolve(s, args->n_pos > 0 ? args->pos[0] : cli->builder, &b, err);
+        r = kiln_cli_open_builder(cli, args, /* materialize= */ true, &s, &b, err);
         if (r < 0)
                 return r;
         if (args->values[OPT_BOOTSTRAP].b) {

@@ -23,6 +23,23 @@ static const struct kiln_cli_option options[] = {
         [OPT_FOLLOW] = { "follow", 'f', KILN_CLI_OPTION_BOOL, "Follow log output", NULL, false },
 };
 
+/* The log for reading: never through a symbolic link, never blocking on
+ * something that is not a regular file. -errno on failure. */
+static int open_log(const char *path)
+{
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        return TAKE_FD(fd);
+}
+
 /* Copies what can be read from fd to stdout. */
 static int copy_available(int fd, const char *path, struct kiln_error **err)
 {
@@ -64,14 +81,14 @@ static int follow(const struct kiln_cli_builder *b, const char *path, int fd,
                                                      IN_MODIFY | IN_CREATE | IN_MOVED_TO |
                                                              IN_DELETE) >= 0;
                 if (log_fd < 0)
-                        log_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                        log_fd = open_log(path);
                 if (log_fd >= 0) {
                         r = copy_available(log_fd, path, err);
                         if (r < 0)
                                 return r;
                         /* A new file (the builder was removed and made
                          * again) starts over; so does a truncated one. */
-                        if (stat(path, &a) < 0 || fstat(log_fd, &b_st) < 0 ||
+                        if (lstat(path, &a) < 0 || fstat(log_fd, &b_st) < 0 ||
                             a.st_ino != b_st.st_ino || a.st_dev != b_st.st_dev) {
                                 (void) close(log_fd);
                                 log_fd = -1;
@@ -93,10 +110,9 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
         _cleanup_free_ char *path = NULL;
         int fd, r;
 
-        r = kiln_cli_store_open(cli->config_dir, &s, err);
-        if (r < 0)
-                return r;
-        r = kiln_cli_store_resolve(s, args->n_pos > 0 ? args->pos[0] : cli->builder, &b, err);
+        /* Reading a log writes nothing, not even the implicit default
+         * builder: it has no log until a command starts it. */
+        r = kiln_cli_open_builder(cli, args, /* materialize= */ false, &s, &b, err);
         if (r < 0)
                 return r;
         if (b->driver != KILN_CLI_DRIVER_LOCAL)
@@ -106,14 +122,16 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
                                       b->name, kiln_cli_driver_kind_to_string(b->driver));
 
         path = kiln_cli_builder_path(b, "kilnd.log");
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0 && errno != ENOENT)
-                return kiln_error_set(err, -errno, "builder \"%s\": open '%s': %s", b->name, path,
-                                      strerror(errno));
+        fd = open_log(path);
+        if (fd < 0 && fd != -ENOENT)
+                return kiln_error_set(err, fd, "builder \"%s\": open '%s': %s", b->name, path,
+                                      fd == -EINVAL ? "not a regular file" : strerror(-fd));
         if (args->values[OPT_FOLLOW].b)
                 return follow(b, path, fd, err);
-        if (fd < 0)
-                return 0; /* never started: nothing logged yet */
+        if (fd < 0) {
+                fprintf(stderr, "builder \"%s\" has not been started: no log yet\n", b->name);
+                return 0;
+        }
         r = copy_available(fd, path, err);
         (void) close(fd);
         return r;

@@ -8,14 +8,20 @@
  *   default          local
  *    \_ default0      \_ unix:///.../kilnd.sock            inactive
  *
- * The status is asked of each daemon (GET /v1/info); nothing is started.
+ * The status is asked of each daemon (GET /v1/info), of all of them at once
+ * and within one --timeout for the whole listing, as buildx does; nothing
+ * is started and nothing is written.
  */
+#include <pthread.h>
+
 #include "base/buf.h"
 #include "builder.h"
 #include "cli.h"
 
 /* At most this many platform groups in the table (buildx's 4). */
 #define PLATFORM_GROUPS 4u
+/* At most this many builders are asked at the same time. */
+#define PROBE_THREADS_MAX 16u
 
 enum {
         OPT_FORMAT,
@@ -167,6 +173,60 @@ static int print_json(struct row *rows, size_t n, const char *current)
         return 0;
 }
 
+/* The rows the probe threads share: each takes the next row not taken. */
+struct probes {
+        struct row *rows;
+        size_t n;
+        size_t next; /* under lock */
+        pthread_mutex_t lock;
+        uint64_t deadline_ms;
+};
+
+static void *probe_thread(void *userdata)
+{
+        struct probes *p = userdata;
+
+        for (;;) {
+                uint64_t now = kiln_cli_now_ms();
+                struct row *r;
+
+                pthread_mutex_lock(&p->lock);
+                r = p->next < p->n ? &p->rows[p->next++] : NULL;
+                pthread_mutex_unlock(&p->lock);
+                if (!r)
+                        return NULL;
+                if (r->b)
+                        /* What is left of the one timeout; a row reached
+                         * after it gets its status from what answers at once. */
+                        kiln_cli_builder_status(
+                                r->b, p->deadline_ms > now ? p->deadline_ms - now : 1, &r->st);
+        }
+}
+
+/* Fills every row's status, PROBE_THREADS_MAX at a time, all within
+ * timeout_ms. */
+static void probe_all(struct row *rows, size_t n, uint64_t timeout_ms)
+{
+        struct probes p = {
+                .rows = rows,
+                .n = n,
+                .lock = PTHREAD_MUTEX_INITIALIZER,
+                .deadline_ms = kiln_cli_now_ms() + timeout_ms,
+        };
+        pthread_t threads[PROBE_THREADS_MAX];
+        size_t started = 0;
+
+        while (started < n && started < PROBE_THREADS_MAX &&
+               pthread_create(&threads[started], NULL, probe_thread, &p) == 0)
+                started++;
+        /* Without any thread, this one does the work. */
+        if (started == 0)
+                (void) probe_thread(&p);
+        for (size_t i = 0; i < started; i++)
+                (void) pthread_join(threads[i], NULL);
+        pthread_mutex_destroy(&p.lock);
+}
+
 static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct kiln_error **err)
 {
         _cleanup_(kiln_cli_store_freep) struct kiln_cli_store *s = NULL;
@@ -189,7 +249,9 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
         r = kiln_cli_store_list(s, &names, &n, err);
         if (r < 0)
                 return r;
-        current = kiln_cli_store_current(s);
+        r = kiln_cli_store_current(s, &current, err);
+        if (r < 0)
+                return r;
 
         /* The others by name, then the default builder (written yet or
          * not), as buildx lists its default last. */
@@ -203,11 +265,9 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
         n -= has_default;
         rows[n++].name = (char *) KILN_CLI_DEFAULT_BUILDER;
 
-        for (size_t i = 0; i < n; i++) {
-                if (kiln_cli_store_load(s, rows[i].name, &rows[i].b, &rows[i].load_err) < 0)
-                        continue;
-                kiln_cli_builder_status(rows[i].b, timeout, &rows[i].st);
-        }
+        for (size_t i = 0; i < n; i++)
+                (void) kiln_cli_store_load(s, rows[i].name, &rows[i].b, &rows[i].load_err);
+        probe_all(rows, n, timeout);
 
         if (streq(format, "json"))
                 r = print_json(rows, n, current);

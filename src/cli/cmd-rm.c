@@ -5,6 +5,9 @@
  * name takes over, as buildx keeps the state volume. Removing the current
  * builder makes the default one current again.
  */
+#include <fcntl.h>
+
+#include "base/fs.h"
 #include "builder.h"
 #include "cli.h"
 
@@ -31,7 +34,7 @@ static int remove_one(struct kiln_cli_store *s, const char *name, bool keep_stat
 {
         _cleanup_(kiln_cli_builder_freep) struct kiln_cli_builder *b = NULL;
         _cleanup_close_ int lock = -1;
-        _cleanup_free_ char *lower = NULL;
+        _cleanup_free_ char *lower = NULL, *json = NULL;
         int r;
 
         if (kiln_cli_name_validate(name, &lower, NULL) < 0)
@@ -51,12 +54,16 @@ static int remove_one(struct kiln_cli_store *s, const char *name, bool keep_stat
                 *err = kiln_error_free(*err);
                 b = kiln_cli_builder_new(s, lower);
         }
+        /* As buildx refuses to remove its context builder: there is
+         * nothing of it to remove, and it stays the fallback. */
         if (b->implicit)
-                return 0; /* the default builder has nothing on disk yet */
+                return kiln_error_set(err, -ENOENT,
+                                      "the default builder has nothing to remove: it is implicit "
+                                      "until a command needs its files or daemon");
 
         /* The builder lock for the whole removal: nobody starts the daemon
          * again while its files go. */
-        r = kiln_cli_store_lock_builder(s, b->name, &lock, err);
+        r = kiln_cli_store_lock_existing(s, b->name, &lock, err);
         if (r < 0)
                 return r;
         r = kiln_cli_builder_driver(b)->stop(b, timeout, err);
@@ -66,11 +73,21 @@ static int remove_one(struct kiln_cli_store *s, const char *name, bool keep_stat
         r = kiln_cli_store_lock(s, err);
         if (r < 0)
                 return r;
-        r = kiln_cli_rm_rf(b->dir, keep_state ? "root" : NULL, err);
+        /* builder.json first: the builder is gone at once, whatever of the
+         * rest a failure leaves for the next create of the name to clear. */
+        json = kiln_cli_builder_path(b, "builder.json");
+        if (unlink(json) < 0 && errno != ENOENT)
+                r = kiln_error_set(err, -errno, "remove '%s': %s", json, strerror(errno));
+        if (r >= 0)
+                r = kiln_rm_rf_at(AT_FDCWD, b->dir, keep_state ? "root" : NULL, err);
         if (r >= 0)
                 r = kiln_cli_store_forget(s, b->name, err);
         kiln_cli_store_unlock(s);
-        return r;
+        if (r < 0)
+                return r;
+        /* Removed while held: the lock of a builder that is gone. */
+        kiln_cli_store_drop_builder_lock(s, b->name, TAKE_FD(lock));
+        return 0;
 }
 
 static bool confirm(const char *question)
@@ -116,7 +133,14 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
                         names[n++] = kiln_xstrdup(args->pos[i]);
         } else {
                 names = kiln_xcalloc(2, sizeof(char *));
-                names[n++] = cli->builder ? kiln_xstrdup(cli->builder) : kiln_cli_store_current(s);
+                if (cli->builder)
+                        names[n] = kiln_xstrdup(cli->builder);
+                else {
+                        r = kiln_cli_store_current(s, &names[n], err);
+                        if (r < 0)
+                                return r;
+                }
+                n++;
         }
 
         for (size_t i = 0; i < n; i++) {

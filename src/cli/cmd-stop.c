@@ -17,10 +17,8 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
         _cleanup_(kiln_cli_builder_freep) struct kiln_cli_builder *b = NULL;
         int r;
 
-        r = kiln_cli_store_open(cli->config_dir, &s, err);
-        if (r < 0)
-                return r;
-        r = kiln_cli_store_resolve(s, args->n_pos > 0 ? args->pos[0] : cli->builder, &b, err);
+        /* An implicit default builder has nothing to stop: it stays so. */
+        r = kiln_cli_open_builder(cli, args, /* materialize= */ false, &s, &b, err);
         if (r < 0)
                 return r;
         return kiln_cli_builder_stop(s, b, kiln_cli_args_timeout_ms(args, OPT_TIMEOUT), err);

@@ -8,22 +8,25 @@
  * socket), never assumed from files: a daemon killed with SIGKILL leaves
  * its socket and pid file behind, and is then simply "stopped". A pid is
  * only trusted (for signals, for "it is still starting") when
- * /proc/<pid>/cmdline shows kilnd with this builder's --root, so a pid
- * that the kernel gave to another process since is never signalled.
+ * /proc/<pid>/cmdline shows kilnd with this builder's --root, and signals
+ * go through a pidfd opened before that check, so a pid that the kernel
+ * gave to another process since is never signalled.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/close_range.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 
 #include "base/buf.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "builder.h"
-#include "http.h"
+#include "cli.h"
 
 /* /proc/<pid>/cmdline read to recognise a daemon. */
 #define CMDLINE_MAX (64u << 10)
@@ -34,22 +37,6 @@
 #define PROBE_TIMEOUT_MS 1000u
 /* After SIGKILL, how long to wait for the process to go. */
 #define KILL_WAIT_MS 5000u
-
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
-
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
 
 static char *socket_path(const struct kiln_cli_builder *b)
 {
@@ -97,23 +84,13 @@ static pid_t read_pid_file(const struct kiln_cli_builder *b)
         char *end;
         long pid;
 
-        if (kiln_read_file_at(AT_FDCWD, path, &text) < 0)
+        if (kiln_read_file_at_flags(AT_FDCWD, path, O_NOFOLLOW, &text) < 0)
                 return 0;
         errno = 0;
         pid = strtol(text.data, &end, 10);
         if (errno || end == text.data || (*end && *end != '\n') || pid <= 0 || pid > INT32_MAX)
                 return 0;
         return (pid_t) pid;
-}
-
-/* The daemon's info, or -errno and *err. */
-static int probe(const struct kiln_cli_builder *b, uint64_t timeout_ms, json_t **ret,
-                 struct kiln_error **err)
-{
-        struct kiln_cli_http_target t;
-
-        kiln_cli_builder_http_target(b, &t);
-        return kiln_cli_http_get_json(&t, "/v1/info", timeout_ms, ret, err);
 }
 
 static pid_t info_pid(json_t *info)
@@ -132,7 +109,8 @@ static void local_status(const struct kiln_cli_builder *b, uint64_t timeout_ms,
 
         *ret = (struct kiln_cli_status){ .kind = KILN_CLI_STATUS_INACTIVE };
         /* Without a socket file nobody listens: no need to try. */
-        if (lstat(sock, &st) == 0 && probe(b, timeout_ms, &ret->info, &ret->err) >= 0) {
+        if (lstat(sock, &st) == 0 &&
+            kiln_cli_builder_probe(b, timeout_ms, &ret->info, &ret->err) >= 0) {
                 ret->kind = KILN_CLI_STATUS_RUNNING;
                 ret->pid = info_pid(ret->info);
                 return;
@@ -205,7 +183,8 @@ static int find_kilnd(char **ret, struct kiln_error **err)
 /* The last lines of the log written since offset, for an error message. */
 static char *log_tail(const char *log, off_t offset)
 {
-        _cleanup_close_ int fd = open(log, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        _cleanup_close_ int fd =
+                open(log, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
         char buf[LOG_TAIL_BYTES + 1];
         unsigned lines = 0;
         struct stat st;
@@ -213,7 +192,7 @@ static char *log_tail(const char *log, off_t offset)
         ssize_t n;
         char *p;
 
-        if (fd < 0 || fstat(fd, &st) < 0 || st.st_size <= offset)
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= offset)
                 return kiln_xstrdup("");
         from = st.st_size - offset > (off_t) LOG_TAIL_BYTES ? st.st_size - (off_t) LOG_TAIL_BYTES
                                                             : offset;
@@ -319,10 +298,23 @@ static int spawn(const struct kiln_cli_builder *b, pid_t *ret_pid, off_t *ret_lo
                 return r;
         argv = spawn_argv(b, kilnd);
         log = kiln_cli_builder_path(b, "kilnd.log");
-        log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
+        /* Appended to, never through a link, never blocking on a FIFO put
+         * in its place. */
+        log_fd = open(
+                log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK,
+                0600);
+        /* ENXIO: a FIFO that nobody reads (or a device without one). */
+        if (log_fd < 0 && errno == ENXIO)
+                return kiln_error_set(err, -ENXIO, "open log '%s': not a regular file", log);
         if (log_fd < 0)
                 return kiln_error_set(err, -errno, "open log '%s': %s", log, strerror(errno));
-        *ret_log_offset = fstat(log_fd, &st) == 0 ? st.st_size : 0;
+        if (fstat(log_fd, &st) < 0)
+                return kiln_error_set(err, -errno, "open log '%s': %s", log, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return kiln_error_set(err, -EINVAL, "open log '%s': not a regular file", log);
+        if (fcntl(log_fd, F_SETFL, O_APPEND) < 0)
+                return kiln_error_set(err, -errno, "open log '%s': %s", log, strerror(errno));
+        *ret_log_offset = st.st_size;
         null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (null_fd < 0)
                 return kiln_error_set(err, -errno, "open /dev/null: %s", strerror(errno));
@@ -368,34 +360,79 @@ static int spawn(const struct kiln_cli_builder *b, pid_t *ret_pid, off_t *ret_lo
         return 0;
 }
 
-/* Stops pid (ours): SIGTERM, then SIGKILL when it outlives the timeout. */
+int kiln_cli_pidfd_open_checked(pid_t pid, bool (*is_ours)(pid_t pid, void *userdata),
+                                void *userdata)
+{
+        _cleanup_close_ int fd = -1;
+
+        if (pid <= 0)
+                return -ESRCH;
+        fd = pidfd_open(pid, 0);
+        if (fd < 0)
+                return -errno;
+        if (!is_ours(pid, userdata))
+                return -ESRCH;
+        /* Not reaped yet, so the pid was this process's all along: the
+         * check looked at the process the pidfd refers to. */
+        if (pidfd_send_signal(fd, 0, NULL, 0) < 0)
+                return -errno;
+        return TAKE_FD(fd);
+}
+
+static bool pid_is_ours_cb(pid_t pid, void *userdata)
+{
+        return pid_is_ours(userdata, pid);
+}
+
+/* Waits up to timeout_ms for the process of pidfd to exit (and reaps it
+ * when it was our child). */
+static bool wait_exit(int pidfd, pid_t pid, uint64_t timeout_ms)
+{
+        uint64_t deadline = kiln_cli_now_ms() + timeout_ms;
+
+        for (;;) {
+                struct pollfd p = { .fd = pidfd, .events = POLLIN };
+                uint64_t now = kiln_cli_now_ms();
+                int n;
+
+                if (now >= deadline)
+                        return false;
+                n = poll(&p, 1, deadline - now > INT_MAX ? INT_MAX : (int) (deadline - now));
+                if (n > 0) {
+                        (void) waitpid(pid, NULL, WNOHANG);
+                        return true;
+                }
+                if (n < 0 && errno != EINTR)
+                        return false;
+        }
+}
+
+/* Stops pid when it is ours: SIGTERM, then SIGKILL when it outlives the
+ * timeout. A pid that is not (or no longer) ours is left alone. */
 static int stop_pid(const struct kiln_cli_builder *b, pid_t pid, uint64_t timeout_ms,
                     struct kiln_error **err)
 {
-        uint64_t deadline = now_ms() + timeout_ms;
+        _cleanup_close_ int pidfd = -1;
 
-        if (kill(pid, SIGTERM) < 0 && errno != ESRCH)
+        pidfd = kiln_cli_pidfd_open_checked(pid, pid_is_ours_cb, (void *) b);
+        if (pidfd == -ESRCH)
+                return 0;
+        if (pidfd < 0)
+                return kiln_error_set(err, pidfd, "stop kilnd (pid %ld): %s", (long) pid,
+                                      strerror(-pidfd));
+        if (pidfd_send_signal(pidfd, SIGTERM, NULL, 0) < 0 && errno != ESRCH)
                 return kiln_error_set(err, -errno, "stop kilnd (pid %ld): %s", (long) pid,
                                       strerror(errno));
-        while (pid_is_ours(b, pid)) {
-                if (now_ms() >= deadline) {
-                        fprintf(stderr,
-                                "WARNING: kilnd (pid %ld) of builder \"%s\" did not stop within "
-                                "%.1fs: killing it\n",
-                                (long) pid, b->name, (double) timeout_ms / 1000.0);
-                        (void) kill(pid, SIGKILL);
-                        deadline = now_ms() + KILL_WAIT_MS;
-                        while (pid_is_ours(b, pid)) {
-                                if (now_ms() >= deadline)
-                                        return kiln_error_set(err, -ETIMEDOUT,
-                                                              "kilnd (pid %ld) survives SIGKILL",
-                                                              (long) pid);
-                                sleep_ms(20);
-                        }
-                        break;
-                }
-                sleep_ms(20);
-        }
+        if (wait_exit(pidfd, pid, timeout_ms))
+                return 0;
+        fprintf(stderr,
+                "WARNING: kilnd (pid %ld) of builder \"%s\" did not stop within %.1fs: killing "
+                "it\n",
+                (long) pid, b->name, (double) timeout_ms / 1000.0);
+        (void) pidfd_send_signal(pidfd, SIGKILL, NULL, 0);
+        if (!wait_exit(pidfd, pid, KILL_WAIT_MS))
+                return kiln_error_set(err, -ETIMEDOUT, "kilnd (pid %ld) survives SIGKILL",
+                                      (long) pid);
         return 0;
 }
 
@@ -404,7 +441,7 @@ static int local_boot(const struct kiln_cli_builder *b, uint64_t timeout_ms,
 {
         _cleanup_free_ char *log = kiln_cli_builder_path(b, "kilnd.log");
         _cleanup_(kiln_error_freep) struct kiln_error *last = NULL;
-        uint64_t deadline = now_ms() + timeout_ms;
+        uint64_t deadline = kiln_cli_now_ms() + timeout_ms;
         off_t offset = 0;
         pid_t pid = 0;
         bool spawned = false;
@@ -454,14 +491,14 @@ static int local_boot(const struct kiln_cli_builder *b, uint64_t timeout_ms,
                                               (long) pid, b->endpoint, tail);
                 }
                 last = kiln_error_free(last);
-                r = probe(b, PROBE_TIMEOUT_MS, &info, &last);
+                r = kiln_cli_builder_probe(b, PROBE_TIMEOUT_MS, &info, &last);
                 if (r >= 0) {
                         ret->kind = KILN_CLI_STATUS_RUNNING;
                         ret->info = info;
                         ret->pid = info_pid(info);
                         return 0;
                 }
-                if (now_ms() >= deadline) {
+                if (kiln_cli_now_ms() >= deadline) {
                         _cleanup_free_ char *tail = log_tail(log, offset);
                         _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
 
@@ -472,7 +509,7 @@ static int local_boot(const struct kiln_cli_builder *b, uint64_t timeout_ms,
                                               (long) pid, b->endpoint, (double) timeout_ms / 1000.0,
                                               kiln_error_message(last), tail);
                 }
-                sleep_ms(20);
+                kiln_cli_sleep_ms(20);
         }
 }
 

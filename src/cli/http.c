@@ -220,12 +220,13 @@ static int transfer_perform(struct transfer *x, long *ret_status, struct kiln_er
 }
 
 /* The error of a 4xx/5xx answer: the daemon's own message when it sent one. */
-static int status_error(const struct transfer *x, long status, struct kiln_error **err)
+static int status_error(const char *method, const char *path, const char *address, long status,
+                        const struct kiln_buf *body, struct kiln_error **err)
 {
-        _cleanup_free_ char *msg = kiln_api_error_parse(x->body.data, x->body.len);
+        _cleanup_free_ char *msg = kiln_api_error_parse(body->data, body->len);
 
-        return kiln_error_set(err, -EIO, "%s %s on '%s': the daemon answered %ld: %s", x->method,
-                              x->path, x->target->address, status, msg ? msg : "no error message");
+        return kiln_error_set(err, -EIO, "%s %s on '%s': the daemon answered %ld: %s", method, path,
+                              address, status, msg ? msg : "no error message");
 }
 
 void kiln_cli_http_response_release(struct kiln_cli_http_response *r)
@@ -269,10 +270,7 @@ int kiln_cli_http_get_json(const struct kiln_cli_http_target *t, const char *pat
         if (r < 0)
                 return r;
         if (resp.status < 200 || resp.status >= 300) {
-                _cleanup_free_ char *msg = kiln_api_error_parse(resp.body.data, resp.body.len);
-
-                r = kiln_error_set(err, -EIO, "GET %s on '%s': the daemon answered %ld: %s", path,
-                                   t->address, resp.status, msg ? msg : "no error message");
+                r = status_error("GET", path, t->address, resp.status, &resp.body, err);
                 kiln_cli_http_response_release(&resp);
                 return r;
         }
@@ -388,7 +386,7 @@ int kiln_cli_http_stream(const struct kiln_cli_http_target *t, const char *metho
         if (r < 0)
                 return r;
         if (status < 200 || status >= 300)
-                return status_error(&x, status, err);
+                return status_error(method, path, t->address, status, &x.body, err);
         r = kiln_cli_ndjson_finish(&s, err);
         if (r < 0)
                 return kiln_error_wrap(err, "%s %s on '%s'", method, path, t->address);

@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <pwd.h>
 
+#include "base/fs.h"
 #include "base/log.h"
 #include "cli.h"
 
@@ -41,17 +42,11 @@ static int config_dir(char **ret, struct kiln_error **err)
         const char *dir = getenv("KILN_CONFIG"), *home;
 
         if (dir && dir[0]) {
-                _cleanup_free_ char *cwd = NULL;
+                int r = kiln_path_absolute(dir, ret);
 
-                if (dir[0] == '/') {
-                        *ret = kiln_xstrdup(dir);
-                        return 0;
-                }
-                cwd = getcwd(NULL, 0);
-                if (!cwd)
-                        return kiln_error_set(err, -errno, "resolve KILN_CONFIG '%s': %s", dir,
-                                              strerror(errno));
-                *ret = kiln_xasprintf("%s/%s", cwd, dir);
+                if (r < 0)
+                        return kiln_error_set(err, r, "resolve KILN_CONFIG '%s': %s", dir,
+                                              strerror(-r));
                 return 0;
         }
         home = getenv("HOME");

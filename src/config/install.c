@@ -37,9 +37,6 @@
 #include "config/install.h"
 #include "config/toml.h"
 
-/* Deeper than anything install creates; bounds the removal of an old tree. */
-#define RM_DEPTH_MAX 16
-
 /* One name in a certs/<host>/ directory. */
 struct slot {
         char *name;
@@ -105,28 +102,6 @@ static char *path_join(const char *dir, const char *name)
         if (n > 0 && dir[n - 1] == '/')
                 return kiln_xasprintf("%s%s", dir, name);
         return kiln_xasprintf("%s/%s", dir, name);
-}
-
-/* p made absolute against the working directory, trailing '/'s dropped. */
-static int make_absolute(const char *p, char **ret)
-{
-        _cleanup_free_ char *cwd = NULL;
-        char *s;
-        size_t n;
-
-        if (p[0] == '/')
-                s = kiln_xstrdup(p);
-        else {
-                cwd = getcwd(NULL, 0);
-                if (!cwd)
-                        return -errno;
-                s = path_join(cwd, p);
-        }
-        n = strlen(s);
-        while (n > 1 && s[n - 1] == '/')
-                s[--n] = '\0';
-        *ret = s;
-        return 0;
 }
 
 /* The directory part of an absolute path without trailing '/'. */
@@ -277,55 +252,10 @@ char *kiln_config_install_host_dir(const char *host)
 
 /* ---- reading the user's files ---- */
 
-/* Reads the regular file at path (symlinks followed) into b. Returns 0 or
- * -errno; -EINVAL means "not a regular file", -EFBIG "too large". */
-static int read_source_at(int dirfd, const char *path, struct kiln_buf *b)
-{
-        _cleanup_close_ int fd = -1;
-        char chunk[16384];
-        struct stat st;
-        int r;
-
-        /* O_NONBLOCK: a FIFO must not hang the open; it is refused below. */
-        fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (S_ISDIR(st.st_mode))
-                return -EISDIR;
-        if (!S_ISREG(st.st_mode))
-                return -EINVAL;
-        if ((uint64_t) st.st_size > KILN_CONFIG_INSTALL_MAX_FILE)
-                return -EFBIG;
-        kiln_buf_reset(b);
-        for (;;) {
-                ssize_t n = read(fd, chunk, sizeof(chunk));
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                /* The file may grow after the fstat. */
-                r = kiln_buf_append(b, chunk, (size_t) n);
-                if (r < 0)
-                        return r == -E2BIG ? -EFBIG : r;
-        }
-        return kiln_buf_append(b, "", 0);
-}
-
+/* Why a file named in the configuration could not be read. */
 static const char *read_error(int r, char buf[static 64])
 {
-        if (r == -EINVAL)
-                return "not a regular file";
-        if (r == -EFBIG) {
-                (void) snprintf(buf, 64, "larger than %u bytes", KILN_CONFIG_INSTALL_MAX_FILE);
-                return buf;
-        }
-        return strerror(-r);
+        return kiln_read_file_strerror(r, KILN_CONFIG_INSTALL_MAX_FILE, buf);
 }
 
 /* ---- diagnostics ---- */
@@ -677,7 +607,7 @@ static char *copy_one(struct install *I, struct host_dir *d, const struct kiln_t
 
         src = v->str.s[0] == '/' ? kiln_xstrdup(v->str.s) : path_join(I->file_dir, v->str.s);
         what = describe_path(v->str.s, src);
-        r = read_source_at(AT_FDCWD, src, b);
+        r = kiln_read_file_at(AT_FDCWD, src, b);
         if (r < 0) {
                 problem(I, v, r, "%s: cannot copy %s: %s", key, what, read_error(r, buf));
                 return NULL;
@@ -795,7 +725,7 @@ static char *copy_tls_dir(struct install *I, struct host_dir *d, const struct ki
                 _cleanup_free_ char *rel = NULL;
                 int q;
 
-                q = read_source_at(dfd, names[i], b);
+                q = kiln_read_file_at(dfd, names[i], b);
                 if (q < 0) {
                         problem(I, v, q, "%s: cannot copy '%s' from directory %s: %s", key,
                                 names[i], what, read_error(q, buf));
@@ -1003,44 +933,9 @@ static int verify(struct install *I, struct kiln_config *c, const char *text, si
 
 /* ---- putting it in place ---- */
 
-static int rm_rf_at(int parent_fd, const char *name, unsigned depth)
+static void rm_rf(const char *path)
 {
-        _cleanup_close_ int fd = -1;
-        struct dirent *de;
-        DIR *dp;
-        int r = 0;
-
-        fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-                if (errno == ENOTDIR || errno == ELOOP)
-                        return unlinkat(parent_fd, name, 0) < 0 ? -errno : 0;
-                return -errno;
-        }
-        dp = fdopendir(TAKE_FD(fd));
-        if (!dp)
-                return -errno;
-        while ((de = readdir(dp))) {
-                int q;
-
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
-                        continue;
-                if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) {
-                        q = depth < RM_DEPTH_MAX ? rm_rf_at(dirfd(dp), de->d_name, depth + 1)
-                                                 : -ELOOP;
-                } else
-                        q = unlinkat(dirfd(dp), de->d_name, 0) < 0 ? -errno : 0;
-                if (q < 0 && r == 0)
-                        r = q;
-        }
-        (void) closedir(dp);
-        if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && r == 0)
-                r = -errno;
-        return r;
-}
-
-static int rm_rf(const char *path)
-{
-        return rm_rf_at(AT_FDCWD, path, 0);
+        (void) kiln_rm_rf_at(AT_FDCWD, path, NULL, NULL);
 }
 
 /* Removes what an install that crashed left next to the target: its
@@ -1057,7 +952,7 @@ static void remove_stale_staging(const char *parent, const char *base)
                 return;
         while ((de = readdir(dp)))
                 if (startswith(de->d_name, prefix))
-                        (void) rm_rf_at(dirfd(dp), de->d_name, 0);
+                        (void) kiln_rm_rf_at(dirfd(dp), de->d_name, NULL, NULL);
         (void) closedir(dp);
 }
 
@@ -1134,7 +1029,7 @@ static int swap_into_place(struct install *I, bool *exchanged, struct kiln_error
                                               I->staging, strerror(-r));
                 }
                 if (rename(old, I->staging) < 0)
-                        (void) rm_rf(old);
+                        rm_rf(old);
                 *exchanged = true;
                 return 0;
         }
@@ -1256,7 +1151,7 @@ static int install_tree(struct install *I, struct kiln_config *c, const char *da
         /* staging now holds the old tree (or nothing): remove it. A failure
          * leaves a hidden directory behind but the install has happened. */
         if (exchanged)
-                (void) rm_rf(I->staging);
+                rm_rf(I->staging);
         free(I->staging);
         I->staging = NULL;
         return 0;
@@ -1273,6 +1168,7 @@ int kiln_config_install_as(const char *config_file, const char *buildkit_dir, co
         struct install I = { .file = config_file, .diags = &d, .staging_fd = -1 };
         char **created = NULL;
         size_t n_created = 0;
+        char buf[64];
         int r;
 
         /* Read once: the bytes checked are the bytes rewritten. Messages
@@ -1285,7 +1181,7 @@ int kiln_config_install_as(const char *config_file, const char *buildkit_dir, co
                                        config_file, KILN_LIMIT_CONFIG_FILE);
                 else
                         kiln_error_set(err, r, "failed to load config from '%s': %s", config_file,
-                                       strerror(-r));
+                                       read_error(r, buf));
                 kiln_config_diags_add(&d, KILN_CONFIG_ERROR, NULL, 0, 0, "%s",
                                       kiln_error_message(*err));
                 goto out;
@@ -1302,13 +1198,13 @@ int kiln_config_install_as(const char *config_file, const char *buildkit_dir, co
                 goto out;
         }
 
-        r = make_absolute(config_file, &abs_file);
+        r = kiln_path_absolute(config_file, &abs_file);
         if (r >= 0) {
                 I.file_dir = dir_of(abs_file);
-                r = make_absolute(buildkit_dir, &I.target);
+                r = kiln_path_absolute(buildkit_dir, &I.target);
         }
         if (r >= 0)
-                r = make_absolute(final_dir ? final_dir : buildkit_dir, &I.final);
+                r = kiln_path_absolute(final_dir ? final_dir : buildkit_dir, &I.final);
         if (r < 0) {
                 kiln_error_set(err, r, "get the working directory: %s", strerror(-r));
                 goto out;
@@ -1345,7 +1241,7 @@ int kiln_config_install_as(const char *config_file, const char *buildkit_dir, co
         r = install_tree(&I, c, data.data, data.len, err);
 out:
         if (r < 0 && I.staging)
-                (void) rm_rf(I.staging);
+                rm_rf(I.staging);
         /* Innermost first; rmdir only takes them if still empty. */
         for (size_t i = n_created; i > 0; i--) {
                 if (r < 0)

@@ -9,13 +9,13 @@ Every test has its own KILN_CONFIG. The `k` fixture kills every kilnd whose
 `remote` fixture does the same for the daemons a test starts itself.
 Readiness and exits are waited for with a deadline, never after a sleep.
 """
+import fcntl
 import json
 import os
 import pathlib
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -23,126 +23,13 @@ import time
 
 import pytest
 
-# Generous: the suite also runs under AddressSanitizer.
-TIMEOUT = float(os.environ.get("KILN_TEST_TIMEOUT", "20"))
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+from kilnhelpers import (SANITIZER_MARKERS, TIMEOUT, Daemon, Kiln, alive, check_sanitizers,
+                         cmdline, free_port, kilnd_pids, make_pki, terminate, wait_for)
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 # A unix socket path holds at most 107 bytes; builders/<name>/kilnd.sock is
 # appended to KILN_CONFIG.
 MAX_STATE_DIR = 60
-
-
-def wait_for(cond, what, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def alive(pid):
-    """A process that runs: zombies have an empty cmdline."""
-    return bool(cmdline(pid)[:1] and cmdline(pid)[0])
-
-
-def kilnd_pids(root_prefix):
-    """kilnd processes whose --root is below root_prefix."""
-    prefix = str(root_prefix).encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        cmd = cmdline(entry)
-        if not cmd or not cmd[0].endswith(b"kilnd"):
-            continue
-        for i, arg in enumerate(cmd[:-1]):
-            if arg == b"--root" and cmd[i + 1].startswith(prefix):
-                found.append(int(entry))
-    return found
-
-
-def terminate(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 5
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for pid in pids:
-        if alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-class Kiln:
-    """Runs build/kiln with its own KILN_CONFIG."""
-
-    def __init__(self, binary, state, home):
-        self.binary = binary
-        self.state = state
-        self.env = dict(os.environ, KILN_CONFIG=str(state), HOME=str(home))
-        self.env.pop("KILN_BUILDER", None)
-
-    def run(self, *args, check=False, env=None, cwd=None, timeout=TIMEOUT * 3):
-        p = subprocess.run(
-            [str(self.binary), *map(str, args)], capture_output=True, text=True,
-            timeout=timeout, env=dict(self.env, **(env or {})), cwd=cwd,
-            stdin=subprocess.DEVNULL,
-        )
-        for marker in SANITIZER_MARKERS:
-            assert marker not in p.stderr, p.stderr
-        if check:
-            assert p.returncode == 0, f"kiln {' '.join(map(str, args))}:\n{p.stderr}"
-        return p
-
-    def ok(self, *args, **kw):
-        return self.run(*args, check=True, **kw)
-
-    def fails(self, *args, **kw):
-        p = self.run(*args, **kw)
-        assert p.returncode == 1, f"kiln {' '.join(map(str, args))} exited {p.returncode}"
-        assert p.stderr.startswith("ERROR: ") or "\nERROR: " in p.stderr, p.stderr
-        return p
-
-    def dir(self, name):
-        return self.state / "builders" / name
-
-    def pid(self, name):
-        return int((self.dir(name) / "kilnd.pid").read_text())
-
-    def ls(self):
-        """kiln ls --format json, by builder name."""
-        out = self.ok("ls", "--format", "json").stdout
-        return {b["Name"]: b for b in map(json.loads, out.splitlines())}
-
-    def status(self, name):
-        return self.ls()[name]["Nodes"][0]["Status"]
-
-    def inspect(self, *args):
-        """kiln inspect, as a dict of its "Key: value" lines (the node's
-        lines win over the builder's)."""
-        out = self.ok("inspect", *args).stdout
-        fields = {}
-        for line in out.splitlines():
-            m = re.match(r"^\s*([A-Za-z][A-Za-z .-]*):\s+(.*)$", line)
-            if m:
-                fields[m.group(1).strip()] = m.group(2).strip()
-        fields["_text"] = out
-        return fields
 
 
 @pytest.fixture
@@ -159,44 +46,10 @@ def k(kiln, tmp_path):
     yield cli
     terminate(kilnd_pids(state))
     for log in state.glob("builders/*/kilnd.log"):
-        text = log.read_text(errors="replace")
-        for marker in SANITIZER_MARKERS:
-            assert marker not in text, f"{marker} in {log}:\n{text}"
+        if log.is_file() and not log.is_symlink():  # a test may plant a FIFO or a link
+            check_sanitizers(log.read_text(errors="replace"), log)
     if short:
         shutil.rmtree(short, ignore_errors=True)
-
-
-class Daemon:
-    """A kilnd the test runs itself, for the remote driver."""
-
-    def __init__(self, kilnd, args, log_path):
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen([str(kilnd), *map(str, args)], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def log(self):
-        return pathlib.Path(self.log_path).read_text(errors="replace")
-
-    def wait_log(self, needle):
-        def ready():
-            if self.proc.poll() is not None:
-                pytest.fail(f"kilnd exited with {self.proc.returncode}:\n{self.log()}")
-            return needle in self.log()
-        wait_for(ready, f"'{needle}' in the kilnd log")
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -227,57 +80,12 @@ def remote(kilnd, tmp_path):
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
     for daemon in started:
-        for marker in SANITIZER_MARKERS:
-            assert marker not in daemon.log(), daemon.log()
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *map(str, args)], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(d, name):
-    (d / f"{name}.ext").write_text(
-        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=d)
-    openssl("req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr",
-            cwd=d)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-signkey", f"{name}.key", "-days", "2",
-            "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=d)
-
-
-def make_cert(d, name, ca, usage, san="IP:127.0.0.1"):
-    ext = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-    ext += f"extendedKeyUsage={usage}\n"
-    if usage == "serverAuth":
-        ext += f"subjectAltName={san}\n"
-    (d / f"{name}.ext").write_text(ext)
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=d)
-    openssl("req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr",
-            cwd=d)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
-            cwd=d)
+        check_sanitizers(daemon.log(), daemon.log_path)
 
 
 @pytest.fixture
 def pki(tmp_path):
-    if not shutil.which("openssl"):
-        pytest.skip("openssl not installed")
-    d = tmp_path / "pki"
-    d.mkdir()
-    make_ca(d, "ca")
-    make_cert(d, "server", "ca", "serverAuth")
-    make_cert(d, "client", "ca", "clientAuth")
-    make_ca(d, "other-ca")
-    make_cert(d, "stranger", "other-ca", "clientAuth")
-    make_cert(d, "named", "ca", "serverAuth", san="DNS:kilnd.test")
-    return d
+    return make_pki(tmp_path / "pki")
 
 
 MIRROR_CONFIG = """\
@@ -806,7 +614,16 @@ def test_remote_option_errors(k, tmp_path):
     conf.write_text("debug = true\n")
     cases = [
         (["--driver", "remote"], "no remote endpoint provided"),
-        (["--driver", "remote", "http://127.0.0.1:1"], 'invalid endpoint "http://127.0.0.1:1"'),
+        (["--driver", "remote", "http://127.0.0.1:1"],
+         "invalid remote endpoint: invalid address 'http://127.0.0.1:1': unknown scheme"),
+        (["--driver", "remote", "tcp://127.0.0.1:99999"], "bad port '99999'"),
+        (["--driver", "remote", "tcp://127.0.0.1"], "expected tcp://HOST:PORT"),
+        (["--driver", "remote", "tcp://:1234"], "no host to connect to"),
+        (["--driver", "remote", "tcp://127.0.0.1:0"], "port 0 cannot be connected to"),
+        (["--driver", "remote", "tcp://::1:1234"], "an IPv6 host must be in brackets"),
+        (["--driver", "remote", "unix://"], "empty path"),
+        (["--driver", "remote", "unix:///" + "s" * 120], "socket path longer than"),
+        (["--driver", "remote", "fd://3"], "scheme not supported by kiln"),
         (["--driver", "remote", "--config", conf, "unix:///x.sock"],
          "setting config file is not supported for remote driver"),
         (["--driver", "remote", "--buildkitd-flags", "--debug", "unix:///x.sock"],
@@ -828,3 +645,305 @@ def test_remote_option_errors(k, tmp_path):
         p = k.fails("create", "--name", "r", *args)
         assert message in p.stderr, (args, p.stderr)
         assert not k.dir("r").exists(), args
+
+
+def test_remote_unix_endpoint_is_stored_absolute(k, remote):
+    sock = remote.sock()
+    d = remote(addr=f"unix://{sock}")
+    # Given relative to where create runs; used later from anywhere else.
+    k.ok("create", "--name", "rel", f"unix://{sock.name}", cwd=sock.parent)
+    assert json.loads((k.dir("rel") / "builder.json").read_text())["endpoint"] == f"unix://{sock}"
+    node = k.ls()["rel"]["Nodes"][0]
+    assert node["Endpoint"] == f"unix://{sock}"
+    assert node["Status"] == "running"
+    assert int(k.inspect("rel")["PID"]) == d.pid
+
+
+# ---- what create leaves behind, whatever happens ----
+
+
+def holds_open(pid, path):
+    """Whether process pid has path open (it waits for the lock on it)."""
+    fds = f"/proc/{pid}/fd"
+    try:
+        entries = os.listdir(fds)
+    except OSError:
+        return False
+    for fd in entries:
+        try:
+            if os.readlink(f"{fds}/{fd}") == str(path):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def staging_dirs(k):
+    builders = k.state / "builders"
+    return sorted(p.name for p in builders.glob(".new-*")) if builders.exists() else []
+
+
+def test_fifo_inputs_fail_at_once(k, tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    # Nobody ever writes to the FIFO: a kiln that opened it for reading
+    # would wait here forever (the short timeout fails the test).
+    p = k.fails("create", "--name", "f", "--config", fifo, timeout=TIMEOUT)
+    assert str(fifo) in p.stderr and "not a regular file" in p.stderr, p.stderr
+    p = k.fails("create", "--name", "f", "--driver", "remote", "--driver-opt", f"cacert={fifo}",
+                "tcp://127.0.0.1:1", timeout=TIMEOUT)
+    assert "driver option cacert" in p.stderr and "not a regular file" in p.stderr, p.stderr
+    conf = tmp_path / "bk.toml"
+    conf.write_text(f'[registry."h"]\nca = ["{fifo}"]\n')
+    p = k.fails("create", "--name", "f", "--config", conf, timeout=TIMEOUT)
+    assert 'registry."h".ca[0]' in p.stderr and "not a regular file" in p.stderr, p.stderr
+    assert not k.dir("f").exists()
+    assert staging_dirs(k) == []
+    assert "f" not in k.ls()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
+                         ids=lambda s: signal.Signals(s).name)
+def test_interrupted_create_leaves_no_builder(k, tmp_path, sig):
+    (tmp_path / "ca.pem").write_text("CA\n")
+    conf = tmp_path / "bk.toml"
+    conf.write_text('[registry."h"]\nca = ["ca.pem"]\n')
+    # Another kiln busy with the builder's lock: create has made the whole
+    # builder in its staging directory and waits to publish it.
+    locks = k.state / "locks"
+    locks.mkdir(parents=True, mode=0o700)
+    lock = locks / "victim.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        p = k.popen("create", "--name", "victim", "--config", conf)
+        try:
+            wait_for(lambda: holds_open(p.pid, lock), "create to wait for the builder lock")
+            [staged] = staging_dirs(k)
+            assert (k.state / "builders" / staged / "builder.json").exists()
+            assert not k.dir("victim").exists()
+            # The store lock is not held meanwhile: other builders come and go.
+            k.ok("create", "--name", "bystander")
+            k.ok("rm", "bystander")
+            p.send_signal(sig)
+            assert p.wait(timeout=TIMEOUT) == -sig
+        finally:
+            p.kill()
+            out, err = p.communicate()
+    check_sanitizers(err, "kiln create")
+    assert out == ""
+    assert not k.dir("victim").exists()
+    assert "victim" not in k.ls()
+    if sig == signal.SIGKILL:
+        # Nothing runs in a killed process: its staging directory stays,
+        # unlocked, until the next kiln that makes a builder clears it.
+        assert staging_dirs(k) == [staged]
+        k.ok("create", "--name", "other")
+    assert staging_dirs(k) == []
+    k.ok("create", "--name", "victim", "--config", conf)
+    assert (k.buildkit_dir("victim") / "certs" / "h" / "ca.pem").read_text() == "CA\n"
+
+
+def test_bootstrap_of_a_builder_removed_meanwhile_starts_nothing(k):
+    k.ok("create", "--name", "gone")
+    lock = k.state / "locks" / "gone.lock"
+    lock.parent.mkdir(mode=0o700, exist_ok=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        p = k.popen("inspect", "--bootstrap", "gone")
+        try:
+            wait_for(lambda: holds_open(p.pid, lock), "inspect to wait for the builder lock")
+            # What `kiln rm --keep-state gone` does while it holds the lock.
+            for entry in k.dir("gone").iterdir():
+                if entry.name != "root":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            lock.unlink()
+        except BaseException:
+            p.kill()
+            raise
+    out, err = p.communicate(timeout=TIMEOUT * 3)
+    check_sanitizers(err, "kiln inspect")
+    assert p.returncode == 1, err
+    assert 'no builder "gone" found' in err
+    assert kilnd_pids(k.state) == []
+    assert not (k.dir("gone") / "kilnd.log").exists()
+    assert not lock.exists(), "the lock of a builder that is gone is removed"
+
+
+def test_lock_files_go_with_their_builder(k):
+    k.ok("create", "--name", "locked", "--bootstrap")
+    k.ok("create", "--name", "kept", "--bootstrap")
+    locks = k.state / "locks"
+    assert sorted(os.listdir(locks)) == ["kept.lock", "locked.lock"]
+    k.ok("rm", "locked")
+    k.ok("rm", "--keep-state", "kept")
+    assert os.listdir(locks) == []
+    k.fails("create", "--name", "bad", "--buildkitd-flags", "--nope")
+    assert os.listdir(locks) == []
+
+
+# ---- the store ----
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_store_is_private_and_checked(k):
+    old = os.umask(0)
+    try:
+        k.ok("create", "--name", "private")
+    finally:
+        os.umask(old)
+    for d in (k.state, k.state / "builders", k.state / "locks", k.dir("private")):
+        assert mode(d) == 0o700, d
+
+    for d, bad in ((k.state, 0o770), (k.state / "builders", 0o702), (k.state / "locks", 0o720)):
+        os.chmod(d, bad)
+        for args in (["ls"], ["create", "--name", "other"], ["rm", "private"], ["logs"]):
+            p = k.fails(*args)
+            assert f"refusing builder store '{d}'" in p.stderr, (args, p.stderr)
+            assert "writable by group or others" in p.stderr and f"{bad:04o}" in p.stderr
+        os.chmod(d, 0o700)
+    if os.geteuid() == 0:
+        os.chown(k.state, 4242, -1)
+        p = k.fails("ls")
+        assert f"refusing builder store '{k.state}': it is owned by uid 4242" in p.stderr
+        os.chown(k.state, 0, -1)
+    assert list(k.ls()) == ["private", "default"]
+    assert not k.dir("other").exists()
+
+
+def test_state_files_are_never_followed(k, tmp_path):
+    k.ok("create", "--name", "linked")
+    victim = tmp_path / "victim"
+    victim.write_text("not kiln's\n")
+    (k.dir("linked") / "kilnd.log").symlink_to(victim)
+    p = k.fails("inspect", "--bootstrap", "linked")
+    assert "kilnd.log" in p.stderr
+    p = k.fails("logs", "linked")
+    assert "kilnd.log" in p.stderr
+    assert victim.read_text() == "not kiln's\n"
+    assert kilnd_pids(k.state) == []
+
+    (k.dir("linked") / "kilnd.log").unlink()
+    os.mkfifo(k.dir("linked") / "kilnd.log")
+    p = k.fails("inspect", "--bootstrap", "linked", timeout=TIMEOUT)
+    assert "not a regular file" in p.stderr
+    p = k.fails("logs", "linked", timeout=TIMEOUT)
+    assert "not a regular file" in p.stderr
+
+
+def test_unreadable_current_is_an_error(k):
+    k.ok("create", "--name", "one", "--use")
+    current = k.state / "current"
+    current.unlink()
+    current.mkdir()
+    for args in (["ls"], ["inspect"], ["rm"]):
+        p = k.fails(*args)
+        assert f"read '{current}': Is a directory" in p.stderr, (args, p.stderr)
+    current.rmdir()
+    current.write_text("1bad\n")
+    p = k.fails("ls")
+    assert f"read '{current}': invalid name 1bad" in p.stderr, p.stderr
+    current.write_text("one\n")
+    assert k.ls()["one"]["Current"]
+
+
+# ---- the implicit default builder is left alone ----
+
+
+def test_fresh_store_stop_logs_ls_write_nothing(k):
+    k.ok("stop")
+    k.ok("stop", "default")
+    p = k.ok("logs")
+    assert p.stdout == ""
+    assert 'builder "default" has not been started: no log yet' in p.stderr
+    assert list(k.ls()) == ["default"]
+    assert not k.state.exists(), "looking at a fresh store writes nothing"
+
+
+def test_rm_of_the_implicit_default_builder_fails(k):
+    for args in (["rm", "default"], ["rm"], ["--builder", "default", "rm"]):
+        p = k.fails(*args)
+        assert "failed to remove default: the default builder has nothing to remove" in p.stderr
+        assert "default removed" not in p.stderr
+    assert not k.state.exists()
+    # Once written, it is removed like any other, and implicit again.
+    k.ok("inspect")
+    assert k.dir("default").exists()
+    assert "default removed" in k.ok("rm", "default").stderr
+    assert not k.dir("default").exists()
+    assert list(k.ls()) == ["default"]
+
+
+# ---- ls ----
+
+
+def test_ls_asks_builders_in_parallel_within_one_timeout(k, blackhole):
+    names = [f"hole{i}" for i in range(6)]
+    for name in names:
+        k.ok("create", "--name", name, "--driver", "remote", f"tcp://127.0.0.1:{blackhole.port}")
+    start = time.monotonic()
+    out = k.ok("ls", "--format", "json", "--timeout", "2s").stdout
+    builders = {b["Name"]: b for b in map(json.loads, out.splitlines())}
+    elapsed = time.monotonic() - start
+    for name in names:
+        assert builders[name]["Nodes"][0]["Status"] == "inactive"
+    # One after the other, six silent daemons would take 12s.
+    assert 1.9 <= elapsed < 6, elapsed
+
+
+# ---- --buildkitd-flags ----
+
+
+def test_relative_paths_in_buildkitd_flags_are_made_absolute(k, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "other.toml").write_text("[worker.oci]\nmax-parallelism = 7\n")
+    k.ok("create", "--name", "spaced", "--buildkitd-flags", "--config other.toml", cwd=work)
+    k.ok("create", "--name", "joined", "--buildkitd-flags", "--debug -config=./other.toml",
+         cwd=work)
+    flags = lambda name: json.loads((k.dir(name) / "builder.json").read_text())["flags"]
+    assert flags("spaced") == ["--config", str(work / "other.toml")]
+    assert flags("joined") == ["--debug", f"-config={work}/./other.toml"]
+    # kilnd runs in "/": it finds the file only by its absolute path.
+    assert k.inspect("--bootstrap", "spaced")["Max Parallelism"] == "7"
+    assert k.inspect("--bootstrap", "joined")["Max Parallelism"] == "7"
+    # Names looked up in PATH stay names; absolute paths stay as they are.
+    k.ok("create", "--name", "names", "--buildkitd-flags",
+         "--oci-worker-binary runc --oci-cni-binary-dir /opt/cni/bin --log-level debug", cwd=work)
+    assert flags("names") == ["--oci-worker-binary", "runc", "--oci-cni-binary-dir",
+                              "/opt/cni/bin", "--log-level", "debug"]
+
+
+# ---- scripts/demo ----
+
+
+def test_demo_cleans_up_when_kiln_rm_fails(kiln, kilnd, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "kilnd").symlink_to(kilnd)
+    wrapper = fake / "kiln"
+    # Every `kiln rm` fails: the demo's own and the one in its cleanup.
+    wrapper.write_text("#!/bin/sh\n"
+                       'if [ "$1" = rm ]; then\n'
+                       '    echo "kiln rm: refused by the test" >&2\n'
+                       "    exit 1\n"
+                       "fi\n"
+                       f'exec "{kiln}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = dict(os.environ, KILN_BUILD_DIR=str(fake), KILN_DEMO_TIMEOUT=str(int(TIMEOUT)))
+    env.pop("KILN_CONFIG", None)
+    p = subprocess.run([str(REPO / "scripts" / "demo")], capture_output=True, text=True, env=env,
+                       stdin=subprocess.DEVNULL, timeout=TIMEOUT * 6)
+    m = re.search(r"KILN_CONFIG=(/tmp/kiln-demo\.[^/\s]+)/kiln holds", p.stdout)
+    assert m, p.stdout + p.stderr
+    tmp = m.group(1)
+    try:
+        assert p.returncode != 0
+        assert "kiln rm: refused by the test" in p.stderr
+        assert kilnd_pids(tmp) == [], "the builder's kilnd outlives the demo"
+        assert not os.path.exists(tmp), "the demo's temporary directory is left"
+    finally:
+        terminate(kilnd_pids(tmp))
+        shutil.rmtree(tmp, ignore_errors=True)

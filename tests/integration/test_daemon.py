@@ -22,10 +22,8 @@ import time
 
 import pytest
 
-# Generous: the suite also runs under AddressSanitizer.
-TIMEOUT = float(os.environ.get("KILN_TEST_TIMEOUT", "20"))
-
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+import kilnhelpers as H
+from kilnhelpers import SANITIZER_MARKERS, TIMEOUT, free_port
 
 LOGRUS_LINE = re.compile(r'^time="[0-9T:.+-]+Z?[0-9:+-]*" level=(\w+) msg=')
 
@@ -58,71 +56,13 @@ def unix_request(sock, method="GET", path="/v1/info", body=None):
         conn.close()
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daemon:
-    def __init__(self, kilnd, args, log_path, cwd=None):
-        # absolute, because a test may run it from another directory
-        self.args = [os.path.abspath(kilnd), *map(str, args)]
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=cwd,
-            )
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def log(self):
-        return pathlib.Path(self.log_path).read_text(errors="replace")
-
+class Daemon(H.Daemon):
     def wait_until(self, ready, what):
-        """Polls ready() until it returns a true value; fails early, with the
-        log, when the daemon exits."""
-        deadline = time.monotonic() + TIMEOUT
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"kilnd exited with {self.proc.returncode} while waiting for {what}:\n"
-                    + self.log()
-                )
-            try:
-                value = ready()
-                if value:
-                    return value
-            except (OSError, http.client.HTTPException, ssl.SSLError) as e:
-                last = e
-            time.sleep(0.02)
-        pytest.fail(f"timed out waiting for {what} (last error: {last!r}):\n" + self.log())
+        return super().wait_until(ready, what,
+                                  errors=(OSError, http.client.HTTPException, ssl.SSLError))
 
     def wait_unix(self, sock):
         return self.wait_until(lambda: unix_request(sock)[0] == 200, f"{sock} to answer")
-
-    def wait_exit(self):
-        try:
-            return self.proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pytest.fail("kilnd did not exit:\n" + self.log())
-
-    def stop(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-        return self.wait_exit()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -467,47 +407,9 @@ def test_bad_address_refused(daemons):
     assert not os.path.exists(d.root), "nothing is created for a bad address"
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(dir, name):
-    (dir / f"{name}.ext").write_text(
-        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
-    )
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=dir)
-    openssl("req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr",
-            cwd=dir)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-signkey", f"{name}.key", "-days", "2",
-            "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=dir)
-
-
-def make_cert(dir, name, ca, usage):
-    ext = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-    ext += f"extendedKeyUsage={usage}\n"
-    if usage == "serverAuth":
-        ext += "subjectAltName=IP:127.0.0.1\n"
-    (dir / f"{name}.ext").write_text(ext)
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=dir)
-    openssl("req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr",
-            cwd=dir)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
-            cwd=dir)
-
-
 @pytest.fixture
 def pki(tmp_path):
-    if not shutil.which("openssl"):
-        pytest.skip("openssl not installed")
-    d = tmp_path / "pki"
-    d.mkdir()
-    make_ca(d, "ca")
-    make_cert(d, "server", "ca", "serverAuth")
-    make_cert(d, "client", "ca", "clientAuth")
-    make_ca(d, "other-ca")
-    make_cert(d, "stranger", "other-ca", "clientAuth")
-    return d
+    return H.make_pki(tmp_path / "pki")
 
 
 def start_tls(daemons, pki, *extra):

@@ -802,3 +802,21 @@ TEST(install_as_names_the_final_place_of_a_staged_builder)
         ASSERT_STREQ(text, "CA");
         return 0;
 }
+
+TEST(config_file_that_is_a_fifo_fails_at_once)
+{
+        _cleanup_(fx_release) struct fx f = { 0 };
+        _cleanup_(run_release) struct run x = { 0 };
+        _cleanup_free_ char *fifo = NULL;
+
+        ASSERT_OK(fx_init(&f));
+        fifo = fx_path(&f, "bk.toml");
+        ASSERT_OK(mkfifo(fifo, 0600));
+        /* Nobody writes to it: reading it would wait forever. */
+        x = install(&f, "bk.toml", T);
+        ASSERT_EQ_INT(x.r, -EINVAL);
+        ASSERT_TRUE(strstr(kiln_error_message(x.err), "bk.toml': not a regular file"));
+        ASSERT_DIAG(&x.d, "bk.toml': not a regular file");
+        ASSERT_EQ_INT(fx_mode(&f, "b"), -1);
+        return 0;
+}
