@@ -122,6 +122,26 @@ extern const struct kiln_cli_command kiln_cli_command_stop;
 extern const struct kiln_cli_command kiln_cli_command_rm;
 extern const struct kiln_cli_command kiln_cli_command_logs;
 extern const struct kiln_cli_command kiln_cli_command_version;
+extern const struct kiln_cli_command kiln_cli_command_pull;
+/* `kiln imagetools` alone (its help) and its verbs, which main.c
+ * dispatches to when the next word names one. */
+extern const struct kiln_cli_command kiln_cli_command_imagetools;
+extern const struct kiln_cli_command kiln_cli_command_imagetools_inspect;
+extern const struct kiln_cli_command kiln_cli_command_imagetools_create;
+
+/* ---- Image verbs (cmd-pull.c), shared with cmd-imagetools.c ---- */
+
+struct kiln_cli_store;
+struct kiln_cli_builder;
+struct kiln_api_event;
+
+/* The store and the builder in use (--builder, KILN_BUILDER, else the
+ * current one), its daemon running. */
+int kiln_cli_image_target(struct kiln_cli *cli, struct kiln_cli_store **ret_store,
+                          struct kiln_cli_builder **ret, struct kiln_error **err);
+/* One plain progress line for a registry event (byte progress is not
+ * printed). */
+void kiln_cli_image_event_print(const struct kiln_api_event *ev, FILE *f);
 
 /* ---- Pure helpers (helpers.c) ---- */
 

@@ -13,9 +13,16 @@
 
 /* Sorted by name, as `kiln --help` lists them. */
 static const struct kiln_cli_command *const commands[] = {
-        &kiln_cli_command_create, &kiln_cli_command_inspect, &kiln_cli_command_logs,
-        &kiln_cli_command_ls,     &kiln_cli_command_rm,      &kiln_cli_command_stop,
-        &kiln_cli_command_use,    &kiln_cli_command_version,
+        &kiln_cli_command_create,  &kiln_cli_command_imagetools, &kiln_cli_command_inspect,
+        &kiln_cli_command_logs,    &kiln_cli_command_ls,         &kiln_cli_command_pull,
+        &kiln_cli_command_rm,      &kiln_cli_command_stop,       &kiln_cli_command_use,
+        &kiln_cli_command_version,
+};
+
+/* `kiln imagetools VERB`: the rows of its verbs. */
+static const struct kiln_cli_command *const imagetools_commands[] = {
+        &kiln_cli_command_imagetools_create,
+        &kiln_cli_command_imagetools_inspect,
 };
 
 static void usage(FILE *f)
@@ -157,6 +164,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ERROR: unknown command: \"%s\"\nSee 'kiln --help'.\n", argv[i]);
                 return 1;
         }
+        if (cmd == &kiln_cli_command_imagetools && i + 1 < argc)
+                for (size_t j = 0; j < ELEMENTSOF(imagetools_commands); j++)
+                        if (streq(argv[i + 1],
+                                  imagetools_commands[j]->name + strlen("imagetools "))) {
+                                cmd = imagetools_commands[j];
+                                i++;
+                                break;
+                        }
 
         r = config_dir(&dir, &err);
         if (r < 0) {
