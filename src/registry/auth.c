@@ -679,8 +679,7 @@ int kiln_registry_token_response_parse(const char *body, size_t len,
         }
 
         /* encoding/json: keys case-insensitively, a later one wins. */
-        json_object_foreach(root, key, v)
-        {
+        json_object_foreach (root, key, v) {
                 char **field = NULL;
                 const char *name = NULL;
 

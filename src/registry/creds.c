@@ -257,8 +257,7 @@ static int load_auth_entry(struct kiln_registry_docker_config *c, const char *ke
         if (!json_is_object(obj))
                 return kiln_error_set(err, -EINVAL, "load '%s': %sis not an object", c->path,
                                       where);
-        json_object_foreach(obj, k, v)
-        {
+        json_object_foreach (obj, k, v) {
                 struct {
                         const char *name;
                         char **field;
@@ -315,8 +314,7 @@ static int load_json(struct kiln_registry_docker_config *c, json_t *root, struct
                 return 0;
         if (!json_is_object(root))
                 return kiln_error_set(err, -EINVAL, "load '%s': not a JSON object", c->path);
-        json_object_foreach(root, k, v)
-        {
+        json_object_foreach (root, k, v) {
                 if (ascii_strcaseeq(k, "auths")) {
                         const char *ak;
                         json_t *av;
@@ -326,8 +324,7 @@ static int load_json(struct kiln_registry_docker_config *c, json_t *root, struct
                         if (!json_is_object(v))
                                 return kiln_error_set(err, -EINVAL,
                                                       "load '%s': auths is not an object", c->path);
-                        json_object_foreach(v, ak, av)
-                        {
+                        json_object_foreach (v, ak, av) {
                                 r = load_auth_entry(c, ak, av, err);
                                 if (r < 0)
                                         return r;
@@ -347,8 +344,7 @@ static int load_json(struct kiln_registry_docker_config *c, json_t *root, struct
                                 return kiln_error_set(err, -EINVAL,
                                                       "load '%s': credHelpers is not an object",
                                                       c->path);
-                        json_object_foreach(v, hk, hv)
-                        {
+                        json_object_foreach (v, hk, hv) {
                                 char *name = NULL;
 
                                 r = json_string_field(c->path, "credHelpers.", "<value>", hv, &name,
@@ -682,8 +678,7 @@ static int helper_get(const char *name, const char *key, int timeout_ms,
                 return kiln_error_set(err, -EBADMSG,
                                       "credential helper '%s' printed no JSON object", program);
         }
-        json_object_foreach(root, k, v)
-        {
+        json_object_foreach (root, k, v) {
                 char **field = ascii_strcaseeq(k, "Username") ? &user
                                : ascii_strcaseeq(k, "Secret") ? &secret
                                                               : NULL;
