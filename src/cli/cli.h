@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <stdio.h>
 
 #include "base/error.h"
@@ -142,6 +143,12 @@ int kiln_cli_image_target(struct kiln_cli *cli, struct kiln_cli_store **ret_stor
 /* One plain progress line for a registry event (byte progress is not
  * printed). */
 void kiln_cli_image_event_print(const struct kiln_api_event *ev, FILE *f);
+/* Handles one event of an image operation's NDJSON stream: progress is
+ * printed to stderr, an error event replaces *error (caller frees), the
+ * result is handed to on_result. Unknown event types are skipped. */
+typedef int (*kiln_cli_image_result_fn)(json_t *j, void *userdata, struct kiln_error **err);
+int kiln_cli_image_stream_event(json_t *j, char **error, kiln_cli_image_result_fn on_result,
+                                void *userdata, struct kiln_error **err);
 
 /* ---- Pure helpers (helpers.c) ---- */
 

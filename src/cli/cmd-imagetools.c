@@ -176,32 +176,25 @@ struct create_state {
         char *error;
 };
 
+static int create_result(json_t *j, void *userdata, struct kiln_error **err)
+{
+        struct create_state *cs = userdata;
+        int r;
+
+        if (cs->have_result)
+                kiln_api_imagetools_create_result_release(&cs->result);
+        cs->have_result = false;
+        r = kiln_api_imagetools_create_result_from_json(j, &cs->result, err);
+        if (r >= 0)
+                cs->have_result = true;
+        return r;
+}
+
 static int create_on_event(json_t *j, void *userdata, struct kiln_error **err)
 {
         struct create_state *cs = userdata;
-        _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
-        struct kiln_api_event ev = { 0 };
-        int r;
 
-        r = kiln_api_event_from_json(j, &ev, &e);
-        if (r == -EBADMSG)
-                return 0; /* a type this kiln does not know */
-        if (r < 0)
-                return kiln_error_set(err, r, "%s", kiln_error_message(e));
-        if (ev.type == KILN_API_EVENT_ERROR) {
-                free(cs->error);
-                cs->error = strdup(ev.error ? ev.error : "unknown error");
-        } else if (ev.type == KILN_API_EVENT_RESULT) {
-                if (cs->have_result)
-                        kiln_api_imagetools_create_result_release(&cs->result);
-                cs->have_result = false;
-                r = kiln_api_imagetools_create_result_from_json(j, &cs->result, err);
-                if (r >= 0)
-                        cs->have_result = true;
-        } else
-                kiln_cli_image_event_print(&ev, stderr);
-        kiln_api_event_release(&ev);
-        return r < 0 ? r : 0;
+        return kiln_cli_image_stream_event(j, &cs->error, create_result, cs, err);
 }
 
 static int create_run(struct kiln_cli *cli, const struct kiln_cli_args *args,

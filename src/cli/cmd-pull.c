@@ -130,9 +130,9 @@ struct pull_state {
         char *error;
 };
 
-static int on_event(json_t *j, void *userdata, struct kiln_error **err)
+int kiln_cli_image_stream_event(json_t *j, char **error, kiln_cli_image_result_fn on_result,
+                                void *userdata, struct kiln_error **err)
 {
-        struct pull_state *ps = userdata;
         _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
         struct kiln_api_event ev = { 0 };
         int r;
@@ -143,19 +143,35 @@ static int on_event(json_t *j, void *userdata, struct kiln_error **err)
         if (r < 0)
                 return kiln_error_set(err, r, "%s", kiln_error_message(e));
         if (ev.type == KILN_API_EVENT_ERROR) {
-                free(ps->error);
-                ps->error = strdup(ev.error ? ev.error : "unknown error");
-        } else if (ev.type == KILN_API_EVENT_RESULT) {
-                if (ps->have_result)
-                        kiln_api_pull_result_release(&ps->result);
-                ps->have_result = false;
-                r = kiln_api_pull_result_from_json(j, &ps->result, err);
-                if (r >= 0)
-                        ps->have_result = true;
-        } else
+                free(*error);
+                *error = kiln_xstrdup(ev.error ? ev.error : "unknown error");
+        } else if (ev.type == KILN_API_EVENT_RESULT)
+                r = on_result(j, userdata, err);
+        else
                 kiln_cli_image_event_print(&ev, stderr);
         kiln_api_event_release(&ev);
         return r < 0 ? r : 0;
+}
+
+static int pull_result(json_t *j, void *userdata, struct kiln_error **err)
+{
+        struct pull_state *ps = userdata;
+        int r;
+
+        if (ps->have_result)
+                kiln_api_pull_result_release(&ps->result);
+        ps->have_result = false;
+        r = kiln_api_pull_result_from_json(j, &ps->result, err);
+        if (r >= 0)
+                ps->have_result = true;
+        return r;
+}
+
+static int on_event(json_t *j, void *userdata, struct kiln_error **err)
+{
+        struct pull_state *ps = userdata;
+
+        return kiln_cli_image_stream_event(j, &ps->error, pull_result, ps, err);
 }
 
 static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct kiln_error **err)
