@@ -39,6 +39,8 @@ def main():
         cfg = work / "buildkitd.toml"
         cfg.write_text("")
         root, oci, dl = work / "root", work / "oci", work / "curl"
+        # 5 = kiln's own ceiling per host: 4 layer transfers (the default
+        # max_concurrency) plus one for metadata such as the config blob.
         curl = ["curl", "-s", "--fail", "--parallel", "--parallel-max", "5"]
         for d in blobs:
             curl += ["-o", str(dl / d.replace(":", "-")), f"{reg.url}/v2/bench/big/blobs/{d}"]

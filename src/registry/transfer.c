@@ -36,12 +36,17 @@
  * the level under which the waiter lets it go on. */
 #define SINK_QUEUE_MAX ((size_t) 2 << 20)
 #define SINK_QUEUE_LOW ((size_t) 512 << 10)
+/* curl hands write_cb at most CURL_MAX_WRITE_SIZE (16 KiB) at a time; the
+ * queue packs those into chunks of this size, so the waiter wakes, writes
+ * and hashes per chunk rather than per callback. */
+#define SINK_CHUNK_SIZE ((size_t) 256 << 10)
 /* Where curl's default CA bundle is when curl cannot say. */
 #define DEFAULT_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 
 struct sink_chunk {
         struct sink_chunk *next;
         size_t len;
+        size_t cap;
         char data[];
 };
 
@@ -706,6 +711,7 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
                 if (t->sink) {
                         struct kiln_registry_transfer_manager *m = t->m;
                         struct sink_chunk *c;
+                        size_t cap;
 
                         /* Queue for the waiter (which writes and hashes on
                          * its own thread); pause while it is behind. */
@@ -720,9 +726,21 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *userdata)
                                 t->resp.body_received -= n;
                                 return CURL_WRITEFUNC_PAUSE;
                         }
-                        c = kiln_xmalloc(sizeof(*c) + n);
+                        /* The waiter takes chunks off the head under the
+                         * lock, so a queued tail is still ours to fill. */
+                        c = t->q_tail;
+                        if (c && c->cap - c->len >= n) {
+                                memcpy(c->data + c->len, p, n);
+                                c->len += n;
+                                t->q_bytes += n;
+                                pthread_mutex_unlock(&m->lock);
+                                return n;
+                        }
+                        cap = n > SINK_CHUNK_SIZE ? n : SINK_CHUNK_SIZE;
+                        c = kiln_xmalloc(sizeof(*c) + cap);
                         c->next = NULL;
                         c->len = n;
+                        c->cap = cap;
                         memcpy(c->data, p, n);
                         if (t->q_tail)
                                 t->q_tail->next = c;
