@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
@@ -63,6 +64,22 @@ def main():
         rss = subprocess.run(["/usr/bin/time", "-f", "%M", "sh", "-c", kiln_cmd],
                              capture_output=True, text=True, check=True)
         print(f"  kiln peak RSS during the pull: {int(rss.stderr.split()[-1]) / 1024:.1f} MB")
+
+        # The same pull through a builder's daemon: kiln pull -> kilnd.
+        kiln = str(BUILD / "kiln")
+        env = {**os.environ, "KILN_CONFIG": str(work / "kiln"), "HOME": str(work)}
+        subprocess.run([kiln, "create", "--name", "bench", "--bootstrap"], env=env, check=True,
+                       capture_output=True)
+        stack.push(lambda: subprocess.run([kiln, "rm", "bench"], env=env, capture_output=True))
+        pid = int((work / "kiln/builders/bench/kilnd.pid").read_text().split()[0])
+        t = time.monotonic()
+        subprocess.run([kiln, "--builder", "bench", "pull", ref], env=env, check=True,
+                       capture_output=True)
+        took = time.monotonic() - t
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+        hwm = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1])
+        print(f"through kilnd (kiln pull, one cold pull): {took * 1e3:.0f} ms, "
+              f"kilnd peak RSS {hwm / 1024:.1f} MB")
     finally:
         stack.close()
         shutil.rmtree(work, ignore_errors=True)
