@@ -626,8 +626,10 @@ int kiln_content_ingest_commit(struct kiln_content_ingest *in, struct kiln_error
                 ingest_fail(in);
                 return r;
         }
-        /* Read-only once published; the data is on disk before its name. */
-        if (fchmod(in->fd, 0444) < 0 || fsync(in->fd) < 0) {
+        /* Read-only once published; the data is on disk before its name.
+         * fdatasync writes the data and the size, all a reader of the blob
+         * depends on; the 0444 mode is a guard, not content. */
+        if (fchmod(in->fd, 0444) < 0 || fdatasync(in->fd) < 0) {
                 r = kiln_error_set(err, -errno, "sync ingest of '%s': %s", in->digest,
                                    strerror(errno));
                 in->digest[0] = '\0';
