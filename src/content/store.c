@@ -570,8 +570,7 @@ int kiln_content_ingest_write(struct kiln_content_ingest *in, const void *p, siz
                 /* Only a head start for the fsync at commit, which is what
                  * makes the bytes durable: a failure here changes nothing. */
                 (void) sync_file_range(in->fd, (off_t) in->writeback,
-                                       (off_t) (in->offset - in->writeback),
-                                       SYNC_FILE_RANGE_WRITE);
+                                       (off_t) (in->offset - in->writeback), SYNC_FILE_RANGE_WRITE);
                 in->writeback = in->offset;
         }
         return 0;
