@@ -748,19 +748,6 @@ static void pull_ctx_release(struct pull_ctx *p)
         kiln_content_platform_release(&p->want);
 }
 
-static int add_blob(struct pull_ctx *p, const struct kiln_content_descriptor *d,
-                    struct kiln_error **err)
-{
-        for (size_t i = 0; i < p->n_blobs; i++)
-                if (streq(p->blobs[i]->digest, d->digest))
-                        return 0;
-        if (p->n_blobs >= KILN_LIMIT_REGISTRY_BLOBS)
-                return kiln_error_set(err, -E2BIG, "more than %u blobs", KILN_LIMIT_REGISTRY_BLOBS);
-        p->blobs = kiln_xreallocarray(p->blobs, p->n_blobs + 1, sizeof(*p->blobs));
-        p->blobs[p->n_blobs++] = d;
-        return 0;
-}
-
 static int pull_node(struct pull_ctx *p, const char *digest, const char *media_type, int64_t size,
                      const struct kiln_content_platform *platform, unsigned depth,
                      struct kiln_error **err);
@@ -834,9 +821,9 @@ static int pull_node(struct pull_ctx *p, const char *digest, const char *media_t
                 return kiln_error_set(err, -E2BIG, "manifest %s: more than %d layers", digest,
                                       KILN_CONTENT_LIMIT_LAYERS);
 
-        r = add_blob(p, &m->config, err);
+        r = blob_set_add(&p->blobs, &p->n_blobs, &m->config, err);
         for (size_t i = 0; r >= 0 && !(p->o && p->o->metadata_only) && i < m->n_layers; i++)
-                r = add_blob(p, &m->layers[i], err);
+                r = blob_set_add(&p->blobs, &p->n_blobs, &m->layers[i], err);
         if (r < 0)
                 return kiln_error_wrap(err, "manifest %s", digest);
 

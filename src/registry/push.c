@@ -68,19 +68,6 @@ static void count(struct push_ctx *p, unsigned *field, uint64_t bytes)
 
 /* ---- the tree ---- */
 
-static int tree_add_blob(struct push_ctx *p, const struct kiln_content_descriptor *d,
-                         struct kiln_error **err)
-{
-        for (size_t i = 0; i < p->n_blobs; i++)
-                if (streq(p->blobs[i]->digest, d->digest))
-                        return 0;
-        if (p->n_blobs >= KILN_LIMIT_REGISTRY_BLOBS)
-                return kiln_error_set(err, -E2BIG, "more than %u blobs", KILN_LIMIT_REGISTRY_BLOBS);
-        p->blobs = kiln_xreallocarray(p->blobs, p->n_blobs + 1, sizeof(*p->blobs));
-        p->blobs[p->n_blobs++] = d;
-        return 0;
-}
-
 static void tree_add_manifest(struct push_ctx *p, const char *digest, const char *media_type,
                               int64_t size)
 {
@@ -122,7 +109,7 @@ static int tree_walk(struct push_ctx *p, const char *digest, const char *media_t
                         if (k == KILN_CONTENT_KIND_MANIFEST || k == KILN_CONTENT_KIND_INDEX)
                                 r = tree_walk(p, d->digest, d->media_type, depth + 1, err);
                         else
-                                r = tree_add_blob(p, d, err);
+                                r = blob_set_add(&p->blobs, &p->n_blobs, d, err);
                         if (r < 0)
                                 return r;
                 }
@@ -134,9 +121,9 @@ static int tree_walk(struct push_ctx *p, const char *digest, const char *media_t
                         return kiln_error_wrap(err, "manifest %s", digest);
                 p->docs_m = kiln_xreallocarray(p->docs_m, p->n_docs_m + 1, sizeof(*p->docs_m));
                 p->docs_m[p->n_docs_m++] = m;
-                r = tree_add_blob(p, &m->config, err);
+                r = blob_set_add(&p->blobs, &p->n_blobs, &m->config, err);
                 for (size_t i = 0; r >= 0 && i < m->n_layers; i++)
-                        r = tree_add_blob(p, &m->layers[i], err);
+                        r = blob_set_add(&p->blobs, &p->n_blobs, &m->layers[i], err);
                 if (r < 0)
                         return r;
         } else {

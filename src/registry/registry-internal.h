@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "base/buf.h"
+#include "base/error.h"
 #include "base/macro.h"
 
 /* The maximum of buffers that only hold text derived from inputs with
@@ -72,3 +73,11 @@ static inline void free_secretp(char **s)
 /* ASCII-only case-insensitive comparison, as Go's strings.EqualFold on
  * header names and JSON keys. */
 bool ascii_strcaseeq(const char *a, const char *b);
+
+struct kiln_content_descriptor;
+
+/* Adds d to the set blobs[0..*n) unless a blob of its digest is there
+ * already (the pointer is borrowed); -E2BIG past KILN_LIMIT_REGISTRY_BLOBS.
+ * Pull and push collect an image tree's blobs with it. */
+int blob_set_add(const struct kiln_content_descriptor ***blobs, size_t *n,
+                 const struct kiln_content_descriptor *d, struct kiln_error **err);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 
+#include "content/content.h"
 #include "registry-internal.h"
+#include "registry.h"
 
 static bool query_unreserved(unsigned char c)
 {
@@ -342,4 +344,17 @@ bool ascii_strcaseeq(const char *a, const char *b)
                 if (ascii_lower(*a) != ascii_lower(*b))
                         return false;
         return *a == *b;
+}
+
+int blob_set_add(const struct kiln_content_descriptor ***blobs, size_t *n,
+                 const struct kiln_content_descriptor *d, struct kiln_error **err)
+{
+        for (size_t i = 0; i < *n; i++)
+                if (streq((*blobs)[i]->digest, d->digest))
+                        return 0;
+        if (*n >= KILN_LIMIT_REGISTRY_BLOBS)
+                return kiln_error_set(err, -E2BIG, "more than %u blobs", KILN_LIMIT_REGISTRY_BLOBS);
+        *blobs = kiln_xreallocarray(*blobs, *n + 1, sizeof(**blobs));
+        (*blobs)[(*n)++] = d;
+        return 0;
 }
