@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "goquote.h"
 #include "limits.h"
 #include "log.h"
 
@@ -66,112 +67,6 @@ void kiln_log_set_fd(int fd)
         __atomic_store_n(&log_fd, fd, __ATOMIC_RELAXED);
 }
 
-/* Decodes one UTF-8 sequence at s[0..n); returns its length, or 0 when it is
- * invalid (the caller then treats one byte as invalid). */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *ret)
-{
-        uint32_t c;
-        size_t len, i;
-
-        if (s[0] < 0x80) {
-                *ret = s[0];
-                return 1;
-        }
-        if ((s[0] & 0xe0) == 0xc0) {
-                len = 2;
-                c = s[0] & 0x1f;
-        } else if ((s[0] & 0xf0) == 0xe0) {
-                len = 3;
-                c = s[0] & 0x0f;
-        } else if ((s[0] & 0xf8) == 0xf0) {
-                len = 4;
-                c = s[0] & 0x07;
-        } else
-                return 0;
-        if (n < len)
-                return 0;
-        for (i = 1; i < len; i++) {
-                if ((s[i] & 0xc0) != 0x80)
-                        return 0;
-                c = (c << 6) | (s[i] & 0x3f);
-        }
-        if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
-            c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-                return 0;
-        *ret = c;
-        return len;
-}
-
-/* Go's unicode.IsPrint, closely enough for log values: controls, spaces
- * other than U+0020, format characters and private-use code points are
- * escaped. Unassigned code points are printed as they are. */
-static bool rune_printable(uint32_t c)
-{
-        return !(c < 0x20 || (c >= 0x7f && c <= 0xa0) || c == 0xad || c == 0x1680 ||
-                 (c >= 0x2000 && c <= 0x200f) || (c >= 0x2028 && c <= 0x202f) ||
-                 (c >= 0x205f && c <= 0x206f) || c == 0x3000 || c == 0xfeff ||
-                 (c >= 0xfff9 && c <= 0xfffb) || (c >= 0xe000 && c <= 0xf8ff) || c >= 0xf0000);
-}
-
-/* strconv.Quote, which logrus uses through %q. */
-static void append_go_quoted(struct kiln_buf *b, const char *v)
-{
-        const unsigned char *s = (const unsigned char *) v;
-        size_t n = strlen(v), i = 0;
-
-        (void) kiln_buf_putc(b, '"');
-        while (i < n) {
-                uint32_t c;
-                size_t len = utf8_decode(s + i, n - i, &c);
-
-                if (len == 0) {
-                        (void) kiln_buf_printf(b, "\\x%02x", s[i]);
-                        i++;
-                        continue;
-                }
-                switch (c) {
-                case '"':
-                        (void) kiln_buf_puts(b, "\\\"");
-                        break;
-                case '\\':
-                        (void) kiln_buf_puts(b, "\\\\");
-                        break;
-                case '\a':
-                        (void) kiln_buf_puts(b, "\\a");
-                        break;
-                case '\b':
-                        (void) kiln_buf_puts(b, "\\b");
-                        break;
-                case '\f':
-                        (void) kiln_buf_puts(b, "\\f");
-                        break;
-                case '\n':
-                        (void) kiln_buf_puts(b, "\\n");
-                        break;
-                case '\r':
-                        (void) kiln_buf_puts(b, "\\r");
-                        break;
-                case '\t':
-                        (void) kiln_buf_puts(b, "\\t");
-                        break;
-                case '\v':
-                        (void) kiln_buf_puts(b, "\\v");
-                        break;
-                default:
-                        if (rune_printable(c))
-                                (void) kiln_buf_append(b, s + i, len);
-                        else if (c < 0x80)
-                                (void) kiln_buf_printf(b, "\\x%02x", c);
-                        else if (c < 0x10000)
-                                (void) kiln_buf_printf(b, "\\u%04x", c);
-                        else
-                                (void) kiln_buf_printf(b, "\\U%08x", c);
-                }
-                i += len;
-        }
-        (void) kiln_buf_putc(b, '"');
-}
-
 /* logrus' TextFormatter.needsQuoting with its defaults. */
 static bool needs_quoting(const char *v)
 {
@@ -189,7 +84,7 @@ static bool needs_quoting(const char *v)
 static void append_text_value(struct kiln_buf *b, const char *v)
 {
         if (needs_quoting(v))
-                append_go_quoted(b, v);
+                (void) kiln_buf_go_quote(b, v, strlen(v));
         else
                 (void) kiln_buf_puts(b, v);
 }
@@ -203,7 +98,7 @@ static void append_json_string(struct kiln_buf *b, const char *v)
         (void) kiln_buf_putc(b, '"');
         while (i < n) {
                 uint32_t c;
-                size_t len = utf8_decode(s + i, n - i, &c);
+                size_t len = kiln_utf8_decode(s + i, n - i, &c);
 
                 if (len == 0) {
                         (void) kiln_buf_puts(b, "\\ufffd");

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "base/goquote.h"
 #include "base/banned.h"
 #include "base/macro.h"
 
@@ -890,76 +891,12 @@ fail:
 
 /* ---- dump ---- */
 
-/* A rough unicode.IsPrint for non-ASCII runes. */
-static bool rune_is_print(uint32_t r)
-{
-        if (r < 0x80)
-                return r >= 0x20 && r < 0x7f;
-        if (r < 0xa1 || r == 0xad)
-                return false;
-        if ((r >= 0x2000 && r <= 0x200f) || (r >= 0x2028 && r <= 0x202f) ||
-            (r >= 0x205f && r <= 0x206f) || r == 0x1680 || r == 0x3000 || r == 0xfeff ||
-            (r >= 0xfff9 && r <= 0xfffb) || (r & 0xfffe) == 0xfffe ||
-            (r >= 0xe000 && r <= 0xf8ff) || r >= 0xf0000 || (r >= 0xe0000 && r <= 0xe007f) ||
-            (r >= 0xd800 && r <= 0xdfff))
-                return false;
-        return true;
-}
-
 void kiln_dockerfile_quote(const char *s, size_t len, FILE *out)
 {
-        const unsigned char *u = (const unsigned char *) s;
-        size_t i = 0, w;
+        _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT(SIZE_MAX);
 
-        fputc('"', out);
-        while (i < len) {
-                uint32_t r = decode_rune(u + i, len - i, &w);
-
-                if (r == 0xfffd && w == 1 && u[i] >= 0x80) {
-                        fprintf(out, "\\x%02x", u[i]);
-                        i++;
-                        continue;
-                }
-                if (r == '"' || r == '\\') {
-                        fputc('\\', out);
-                        fputc((int) r, out);
-                } else if (rune_is_print(r)) {
-                        fwrite(s + i, 1, w, out);
-                } else {
-                        switch (r) {
-                        case '\a':
-                                fputs("\\a", out);
-                                break;
-                        case '\b':
-                                fputs("\\b", out);
-                                break;
-                        case '\f':
-                                fputs("\\f", out);
-                                break;
-                        case '\n':
-                                fputs("\\n", out);
-                                break;
-                        case '\r':
-                                fputs("\\r", out);
-                                break;
-                        case '\t':
-                                fputs("\\t", out);
-                                break;
-                        case '\v':
-                                fputs("\\v", out);
-                                break;
-                        default:
-                                if (r < 0x80)
-                                        fprintf(out, "\\x%02x", r);
-                                else if (r < 0x10000)
-                                        fprintf(out, "\\u%04x", r);
-                                else
-                                        fprintf(out, "\\U%08x", r);
-                        }
-                }
-                i += w;
-        }
-        fputc('"', out);
+        (void) kiln_buf_go_quote(&b, s, len);
+        fwrite(b.data, 1, b.len, out);
 }
 
 static void dump_node(const struct kiln_dockerfile_node *n, FILE *out)
