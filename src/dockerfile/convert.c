@@ -1,0 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Placeholder: implementation in progress. */
+
+#include "dockerfile/convert.h"
