@@ -79,3 +79,67 @@ def test_line_numbers():
     res = _run("--lines", path)
     assert res.returncode == 0, res.stderr.decode(errors="replace")
     assert res.stdout == b"root 5-31 3\n5-5\n11-12\n17-31\n"
+
+
+# --full adds the escape token, directives, warnings, comments and heredocs
+# after the dump; the dump itself never shows heredocs (as Node.Dump).
+FULL_SRC = (
+    b"# syntax=docker/dockerfile:1\n"
+    b"# Escape=\\\n"
+    b"# the base\n"
+    b"FROM alpine\n"
+    b"RUN <<EOF sh -e\n"
+    b"echo $HOME\n"
+    b"EOF\n"
+    b"COPY <<-'A' 3<<B /dst/\n"
+    b"\tfirst\n"
+    b"\tA\n"
+    b"second\n"
+    b"B\n"
+    b"RUN a \\\n"
+    b"\n"
+    b"  b\n"
+)
+
+FULL_OUT = (
+    b'(from "alpine")\n'
+    b'(run "<<EOF sh -e")\n'
+    b'(copy "<<-\'A\'" "3<<B" "/dst/")\n'
+    b'(run "a   b")\n'
+    b"escape \\\n"
+    b'directive syntax "docker/dockerfile:1" 1\n'
+    b'directive escape "\\\\" 2\n'
+    b'warning 15 "Empty continuation line found in: RUN a   b"\n'
+    b'comment 1 "the base"\n'
+    b'heredoc 2 5-7 "EOF" fd=0 expand=1 chomp=0 "echo $HOME\\n"\n'
+    b'heredoc 3 8-12 "A" fd=0 expand=0 chomp=1 "\\tfirst\\n"\n'
+    b'heredoc 3 8-12 "B" fd=3 expand=1 chomp=0 "second\\n"\n'
+)
+
+
+def test_full_output(tmp_path):
+    path = tmp_path / "Dockerfile"
+    path.write_bytes(FULL_SRC)
+    res = _run("--full", path)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    assert res.stdout == FULL_OUT
+    plain = _run(path)
+    assert plain.stdout == FULL_OUT[: FULL_OUT.index(b"escape ")]
+
+
+@pytest.mark.parametrize(
+    "src,message",
+    [
+        (b"FROM a\nRUN <<EOF\nbody\n", b":2: unterminated heredoc\n"),
+        (b"FROM a\n\nCOPY <<A <<B /\nA\n", b":3: unterminated heredoc\n"),
+        (b"# escape=`\n# escape=`\nFROM a\n", b":2: only one escape parser directive can be used\n"),
+        (b"# escape=x\nFROM a\n", b":1: invalid escape token 'x' does not match ` or \\\n"),
+    ],
+)
+def test_parse_errors(tmp_path, src, message):
+    path = tmp_path / "Dockerfile"
+    path.write_bytes(src)
+    res = _run(path)
+    assert res.returncode == 1
+    assert res.stdout == b""
+    assert res.stderr == str(path).encode() + message
