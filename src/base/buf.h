@@ -30,3 +30,9 @@ void kiln_buf_reset(struct kiln_buf *b);
 void kiln_buf_release(struct kiln_buf *b);
 /* Returns the data (never NULL, caller frees) and leaves the buffer empty. */
 char *kiln_buf_steal(struct kiln_buf *b);
+
+/* Untrusted bytes (a reference, a header, a path from the network or a
+ * user) made safe for a message: the first max bytes, with control bytes,
+ * non-ASCII bytes and '\\' written as \xHH, and "..." when s was longer.
+ * Never NULL; caller frees. */
+char *kiln_quote_untrusted(const char *s, size_t n, size_t max);

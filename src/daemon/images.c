@@ -14,7 +14,7 @@
 #include "base/log.h"
 #include "content/content.h"
 #include "daemon-internal.h"
-#include "registry/ref.h"
+#include "content/ref.h"
 #include "registry/registry.h"
 
 /* ---- request checks (loop thread) ---- */
@@ -84,14 +84,14 @@ static int body_json(const struct kiln_daemon_request *req, json_t **ret, struct
  * canonical form in *ret. */
 static int check_ref(const char *ref, char **ret, struct kiln_error **err)
 {
-        _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *r = NULL;
+        _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *r = NULL;
         int rr;
 
-        rr = kiln_registry_ref_parse(ref, &r, err);
+        rr = kiln_content_ref_parse(ref, &r, err);
         if (rr < 0)
                 return rr;
         if (ret)
-                *ret = kiln_registry_ref_canonical(r);
+                *ret = kiln_content_ref_canonical(r);
         return 0;
 }
 
@@ -127,13 +127,13 @@ static int no_query(struct MHD_Connection *conn, char **ret_error)
  * moving meanwhile cannot mix two images. */
 static char *pin_ref(const char *canonical, const char *digest)
 {
-        _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *r = NULL;
+        _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *r = NULL;
         _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
         _cleanup_free_ char *name = NULL;
 
-        if (kiln_registry_ref_parse(canonical, &r, &e) < 0)
+        if (kiln_content_ref_parse(canonical, &r, &e) < 0)
                 return kiln_xstrdup(canonical);
-        name = kiln_registry_ref_name(r);
+        name = kiln_content_ref_name(r);
         return kiln_xasprintf("%s@%s", name, digest);
 }
 

@@ -473,7 +473,7 @@ int kiln_registry_token_options_init(struct kiln_registry_token_options *o,
                 return kiln_error_set(err, -EINVAL, "no realm specified for token auth challenge");
         if (!realm_is_absolute_http(realm)) {
                 _cleanup_free_ char *safe = kiln_registry_url_sanitize(realm);
-                _cleanup_free_ char *q = quote_untrusted(safe, strlen(safe), 200);
+                _cleanup_free_ char *q = kiln_quote_untrusted(safe, strlen(safe), 200);
                 return kiln_error_set(err, -EINVAL,
                                       "invalid token auth challenge realm '%s': not an http or "
                                       "https URL",

@@ -97,7 +97,7 @@ const char *kiln_registry_auth_scheme_to_string(enum kiln_registry_auth_scheme s
 /* ---- Scopes ---- */
 
 /* "repository:<path>:pull", or "repository:<path>:pull,push" (containerd's
- * RepositoryScope; path as in kiln_registry_ref.path). Caller frees. */
+ * RepositoryScope; path as in kiln_content_ref.path). Caller frees. */
 char *kiln_registry_scope_repository(const char *path, bool push);
 
 /* buildkitd's parseScopes + normalize over a and b together: each entry

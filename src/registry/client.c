@@ -196,10 +196,10 @@ int session_open(struct kiln_registry_client *c, const char *ref, bool push,
         s->push = push;
         s->on_event = on_event;
         s->userdata = userdata;
-        r = kiln_registry_ref_parse(ref, &s->ref, err);
+        r = kiln_content_ref_parse(ref, &s->ref, err);
         if (r < 0)
                 return r;
-        s->ref_string = kiln_registry_ref_canonical(s->ref);
+        s->ref_string = kiln_content_ref_canonical(s->ref);
         r = kiln_registry_hosts_build(c->config, s->ref->domain, &s->hosts, err);
         if (r < 0)
                 return r;
@@ -212,7 +212,7 @@ struct session *session_close(struct session *s)
 {
         if (!s)
                 return NULL;
-        kiln_registry_ref_free(s->ref);
+        kiln_content_ref_free(s->ref);
         free(s->ref_string);
         kiln_registry_hosts_free(s->hosts);
         free(s);
@@ -871,14 +871,15 @@ static char *registry_error_detail(const struct kiln_buf *body)
         code = first ? json_object_get(first, "code") : NULL;
         message = first ? json_object_get(first, "message") : NULL;
         if (json_is_string(code) || json_is_string(message)) {
-                _cleanup_free_ char *c = json_is_string(code)
-                                                 ? quote_untrusted(json_string_value(code),
-                                                                   json_string_length(code), 64)
-                                                 : kiln_xstrdup("");
-                _cleanup_free_ char *m = json_is_string(message)
-                                                 ? quote_untrusted(json_string_value(message),
-                                                                   json_string_length(message), 200)
-                                                 : kiln_xstrdup("");
+                _cleanup_free_ char *c =
+                        json_is_string(code) ? kiln_quote_untrusted(json_string_value(code),
+                                                                    json_string_length(code), 64)
+                                             : kiln_xstrdup("");
+                _cleanup_free_ char *m =
+                        json_is_string(message)
+                                ? kiln_quote_untrusted(json_string_value(message),
+                                                       json_string_length(message), 200)
+                                : kiln_xstrdup("");
                 out = kiln_xasprintf("%s%s%s", c, c[0] && m[0] ? ": " : "", m);
         }
         json_decref(root);

@@ -17,7 +17,7 @@
 #include "registry/auth.h"
 #include "registry/creds.h"
 #include "registry/hosts.h"
-#include "registry/ref.h"
+#include "content/ref.h"
 #include "registry/registry.h"
 #include "registry/transfer.h"
 
@@ -52,7 +52,7 @@ struct kiln_registry_client {
 
 struct session {
         struct kiln_registry_client *c;
-        struct kiln_registry_ref *ref;
+        struct kiln_content_ref *ref;
         char *ref_string; /* canonical */
         struct kiln_registry_hosts *hosts;
         char trace_id[33];

@@ -242,7 +242,7 @@ static int load_auth_entry(struct kiln_registry_docker_config *c, const char *ke
                            struct kiln_error **err)
 {
         _cleanup_(free_secretp) char *auth = NULL;
-        _cleanup_free_ char *where = NULL, *qkey = quote_untrusted(key, strlen(key), 200);
+        _cleanup_free_ char *where = NULL, *qkey = kiln_quote_untrusted(key, strlen(key), 200);
         struct auth_entry *e;
         const char *k;
         json_t *v;
@@ -664,7 +664,8 @@ static int helper_get(const char *name, const char *key, int timeout_ms,
                                         : kiln_xasprintf("killed by signal %d", WTERMSIG(status));
                 /* Its message, but never what looks like a JSON answer. */
                 if (tn > 0 && t[0] != '{')
-                        q = quote_untrusted(t, strcspn(t, "\n") < tn ? strcspn(t, "\n") : tn, 200);
+                        q = kiln_quote_untrusted(t, strcspn(t, "\n") < tn ? strcspn(t, "\n") : tn,
+                                                 200);
                 explicit_bzero(out.data, out.len);
                 return kiln_error_set(err, -EIO, "credential helper '%s' failed: %s%s%s", program,
                                       why, q ? ": " : "", q ? q : "");

@@ -476,9 +476,8 @@ bool kiln_registry_host_is_proxy(const struct kiln_registry_host *h, const char 
         return !(streq(ref_host, DOCKER_HUB_DOMAIN) && streq(h->host, DOCKER_HUB_HOST));
 }
 
-char *kiln_registry_host_url(const struct kiln_registry_host *h,
-                             const struct kiln_registry_ref *ref, const char *kind,
-                             const char *object)
+char *kiln_registry_host_url(const struct kiln_registry_host *h, const struct kiln_content_ref *ref,
+                             const char *kind, const char *object)
 {
         _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT(KILN_LIMIT_REGISTRY_URL);
         const char *parts[] = { "/", h->path_prefix, ref->path, kind, object };

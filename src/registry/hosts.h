@@ -32,7 +32,7 @@
 
 #include "base/error.h"
 #include "config/config.h"
-#include "registry/ref.h"
+#include "content/ref.h"
 
 enum kiln_registry_cap {
         KILN_REGISTRY_CAP_PULL = 1u << 0,      /* fetch manifests and blobs by digest */
@@ -107,9 +107,8 @@ bool kiln_registry_host_is_proxy(const struct kiln_registry_host *h, const char 
  *   https://m.example/v2/prefix/library/alpine/manifests/3.20?ns=docker.io
  * object may be NULL. Caller frees; NULL only if the URL would pass
  * KILN_LIMIT_REGISTRY_URL. */
-char *kiln_registry_host_url(const struct kiln_registry_host *h,
-                             const struct kiln_registry_ref *ref, const char *kind,
-                             const char *object);
+char *kiln_registry_host_url(const struct kiln_registry_host *h, const struct kiln_content_ref *ref,
+                             const char *kind, const char *object);
 
 /* The same URL over plain http, for the http_fallback retry: a copy of url
  * with its "https://" replaced by "http://" (other URLs copied as they are).

@@ -83,7 +83,7 @@ static int resolve_session(struct session *s, struct kiln_registry_resolved *ret
                            struct kiln_buf *body, struct kiln_error **err)
 {
         const char *digest = s->ref->digest;
-        const char *paths[2][2] = { { "manifests", kiln_registry_ref_object(s->ref) },
+        const char *paths[2][2] = { { "manifests", kiln_content_ref_object(s->ref) },
                                     { "blobs", digest } };
         size_t n_paths = digest ? 2 : 1;
         unsigned caps = KILN_REGISTRY_CAP_PULL | (digest ? 0 : KILN_REGISTRY_CAP_RESOLVE);
@@ -170,7 +170,7 @@ static int resolve_session(struct session *s, struct kiln_registry_resolved *ret
                                         resp, "Docker-Content-Digest");
 
                                 if (dh && *dh && size != -1) {
-                                        r = kiln_registry_digest_validate(dh, err);
+                                        r = kiln_content_digest_validate(dh, err);
                                         if (r < 0)
                                                 return kiln_error_wrap(
                                                         err, "resolve '%s': Docker-Content-Digest",
@@ -800,7 +800,7 @@ static int pull_node(struct pull_ctx *p, const char *digest, const char *media_t
         int r;
 
         if (kind != KILN_CONTENT_KIND_MANIFEST && kind != KILN_CONTENT_KIND_INDEX) {
-                _cleanup_free_ char *q = quote_untrusted(media_type, strlen(media_type), 120);
+                _cleanup_free_ char *q = kiln_quote_untrusted(media_type, strlen(media_type), 120);
                 return kiln_error_set(err, -EOPNOTSUPP,
                                       "%s: unsupported media type '%s': expected an image "
                                       "manifest or index",
@@ -928,7 +928,7 @@ static int fetch_manifest_session(struct session *s, struct kiln_registry_manife
         kind = kiln_content_media_type_kind(res.media_type);
         if (kind != KILN_CONTENT_KIND_MANIFEST && kind != KILN_CONTENT_KIND_INDEX) {
                 _cleanup_free_ char *q =
-                        quote_untrusted(res.media_type, strlen(res.media_type), 120);
+                        kiln_quote_untrusted(res.media_type, strlen(res.media_type), 120);
                 return kiln_error_set(err, -EOPNOTSUPP,
                                       "%s: unsupported media type '%s': expected an image "
                                       "manifest or index",

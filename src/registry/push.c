@@ -127,7 +127,7 @@ static int tree_walk(struct push_ctx *p, const char *digest, const char *media_t
                 if (r < 0)
                         return r;
         } else {
-                _cleanup_free_ char *q = quote_untrusted(media_type, strlen(media_type), 120);
+                _cleanup_free_ char *q = kiln_quote_untrusted(media_type, strlen(media_type), 120);
                 return kiln_error_set(err, -EOPNOTSUPP,
                                       "%s: media type '%s' is not a manifest or an index", digest,
                                       q);

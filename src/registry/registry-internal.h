@@ -59,10 +59,6 @@ int url_path_join(struct kiln_buf *b, const char *const *parts, size_t n);
 char *base64_encode(const void *p, size_t n);
 char *base64_decode(const char *s, size_t n, size_t *ret_n);
 
-/* A copy of untrusted text fit for an error message: control and non-ASCII
- * bytes as \xNN, cut after max bytes with "...". Never NULL. */
-char *quote_untrusted(const char *s, size_t n, size_t max);
-
 /* Overwrites and frees a string that held a secret. */
 void free_secret(char *s);
 static inline void free_secretp(char **s)

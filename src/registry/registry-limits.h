@@ -8,15 +8,6 @@
  * second module needs one.)
  */
 
-/* An image reference as a user or a Dockerfile writes it. distribution
- * bounds only the path (255) and the tag (128); the whole string is bounded
- * here so hostile input cannot make us copy megabytes. */
-#define KILN_LIMIT_REGISTRY_REFERENCE 4096u
-/* distribution's RepositoryNameTotalLengthMax: the path after the host. */
-#define KILN_LIMIT_REGISTRY_PATH 255u
-/* distribution's tag grammar: [\w][\w.-]{0,127}. */
-#define KILN_LIMIT_REGISTRY_TAG 128u
-
 /* One URL kiln builds or sanitises (request URLs, token realms). */
 #define KILN_LIMIT_REGISTRY_URL (64u << 10)
 

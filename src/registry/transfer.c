@@ -290,7 +290,7 @@ bool transfer_parse_status_line(const char *line, size_t n, long *ret_code, char
                         reason++;
                 if (reason < end) {
                         _cleanup_free_ char *q =
-                                quote_untrusted(reason, (size_t) (end - reason), 256);
+                                kiln_quote_untrusted(reason, (size_t) (end - reason), 256);
                         *ret_text = kiln_xasprintf("%03ld %s", code, q);
                 } else {
                         const char *t = kiln_registry_http_status_text(code);

@@ -305,26 +305,6 @@ fail:
         return NULL;
 }
 
-char *quote_untrusted(const char *s, size_t n, size_t max)
-{
-        static const char hex[] = "0123456789abcdef";
-        struct kiln_buf b = KILN_BUF_INIT(REGISTRY_DERIVED_MAX);
-        size_t lim = n > max ? max : n;
-
-        for (size_t i = 0; i < lim; i++) {
-                unsigned char c = (unsigned char) s[i];
-
-                if (c < 0x20 || c >= 0x7f || c == '\\') {
-                        char e[4] = { '\\', 'x', hex[c >> 4], hex[c & 15] };
-                        (void) kiln_buf_append(&b, e, 4);
-                } else
-                        (void) kiln_buf_putc(&b, (char) c);
-        }
-        if (n > max)
-                (void) kiln_buf_puts(&b, "...");
-        return kiln_buf_steal(&b);
-}
-
 void free_secret(char *s)
 {
         if (!s)

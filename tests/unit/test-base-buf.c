@@ -53,3 +53,15 @@ TEST(steal_leaves_empty)
         ASSERT_STREQ(empty, "");
         return 0;
 }
+
+TEST(quote_untrusted_escapes_and_cuts)
+{
+        _cleanup_free_ char *a = kiln_quote_untrusted("a\tb\\c\xc3\xa9", 7, 100);
+        _cleanup_free_ char *b = kiln_quote_untrusted("abcdef", 6, 3);
+        _cleanup_free_ char *c = kiln_quote_untrusted("", 0, 3);
+
+        ASSERT_STREQ(a, "a\\x09b\\x5cc\\xc3\\xa9");
+        ASSERT_STREQ(b, "abc...");
+        ASSERT_STREQ(c, "");
+        return 0;
+}

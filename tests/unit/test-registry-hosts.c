@@ -43,12 +43,12 @@ static struct kiln_registry_hosts *build(const struct kiln_config *c, const char
 static char *url(const struct kiln_registry_host *h, const char *ref, const char *kind,
                  const char *object)
 {
-        _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *r = NULL;
+        _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *r = NULL;
         _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
 
-        if (kiln_registry_ref_parse(ref, &r, &err) < 0)
+        if (kiln_content_ref_parse(ref, &r, &err) < 0)
                 return NULL;
-        return kiln_registry_host_url(h, r, kind, object ? object : kiln_registry_ref_object(r));
+        return kiln_registry_host_url(h, r, kind, object ? object : kiln_content_ref_object(r));
 }
 
 #define ALL_CAPS                                                                       \
@@ -159,10 +159,10 @@ TEST(hosts_mirrors_with_paths_and_schemes)
         b = url(&h->items[0], "alpine", "blobs", "sha256:abc");
         ASSERT_STREQ(b, "https://m.example/v2/p/library/alpine/blobs/sha256:abc?ns=docker.io");
         {
-                _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *r = NULL;
+                _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *r = NULL;
                 _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
 
-                ASSERT_OK(kiln_registry_ref_parse("user/app", &r, &err));
+                ASSERT_OK(kiln_content_ref_parse("user/app", &r, &err));
                 up = kiln_registry_host_url(&h->items[4], r, "blobs/uploads/", NULL);
                 ASSERT_STREQ(up, "https://registry-1.docker.io/v2/user/app/blobs/uploads/");
         }
@@ -291,11 +291,11 @@ TEST(hosts_url_cleaning_and_fallback_url)
         struct kiln_registry_host h = { .scheme = (char *) "https",
                                         .host = (char *) "m.example",
                                         .path_prefix = (char *) "/v2/a/../b/" };
-        _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *r = NULL;
+        _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *r = NULL;
         _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
         _cleanup_free_ char *u = NULL, *plain = NULL, *same = NULL;
 
-        ASSERT_OK(kiln_registry_ref_parse("m.example/x/y:1", &r, &err));
+        ASSERT_OK(kiln_content_ref_parse("m.example/x/y:1", &r, &err));
         u = kiln_registry_host_url(&h, r, "manifests", "1");
         ASSERT_STREQ(u, "https://m.example/v2/b/x/y/manifests/1");
         plain = kiln_registry_url_plain_http(u);

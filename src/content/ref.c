@@ -11,8 +11,7 @@
 #include <string.h>
 
 #include "ref.h"
-#include "registry-internal.h"
-#include "registry-limits.h"
+#include "base/buf.h"
 
 #define DEFAULT_DOMAIN        "docker.io"
 #define LEGACY_DEFAULT_DOMAIN "index.docker.io"
@@ -133,7 +132,7 @@ static bool valid_domain(const char *s, size_t n)
 
 static bool valid_tag(const char *s, size_t n)
 {
-        if (n == 0 || n > KILN_LIMIT_REGISTRY_TAG || !is_word(s[0]))
+        if (n == 0 || n > KILN_LIMIT_CONTENT_REF_TAG || !is_word(s[0]))
                 return false;
         for (size_t i = 1; i < n; i++)
                 if (!is_word(s[i]) && s[i] != '.' && s[i] != '-')
@@ -172,12 +171,12 @@ static bool matches_digest_pattern(const char *s)
 
 static int digest_error(struct kiln_error **err, const char *digest, const char *why)
 {
-        _cleanup_free_ char *q = quote_untrusted(digest, strlen(digest), 160);
+        _cleanup_free_ char *q = kiln_quote_untrusted(digest, strlen(digest), 160);
 
         return kiln_error_set(err, -EINVAL, "digest '%s': %s", q, why);
 }
 
-int kiln_registry_digest_validate(const char *digest, struct kiln_error **err)
+int kiln_content_digest_validate(const char *digest, struct kiln_error **err)
 {
         static const struct {
                 const char *name;
@@ -209,7 +208,7 @@ int kiln_registry_digest_validate(const char *digest, struct kiln_error **err)
 _printf_(3, 4) static int ref_error(struct kiln_error **err, const char *input, const char *fmt,
                                     ...)
 {
-        _cleanup_free_ char *q = quote_untrusted(input, strlen(input), 200), *why = NULL;
+        _cleanup_free_ char *q = kiln_quote_untrusted(input, strlen(input), 200), *why = NULL;
         va_list ap;
 
         va_start(ap, fmt);
@@ -243,7 +242,7 @@ static int check_path(const char *input, const char *path, size_t n, struct kiln
                 if (i == start)
                         return ref_error(err, input, "empty component in repository name");
                 if (!valid_path_component(path + start, i - start)) {
-                        _cleanup_free_ char *c = quote_untrusted(path + start, i - start, 100);
+                        _cleanup_free_ char *c = kiln_quote_untrusted(path + start, i - start, 100);
 
                         if (has_upper(path + start, i - start))
                                 return ref_error(err, input,
@@ -258,15 +257,15 @@ static int check_path(const char *input, const char *path, size_t n, struct kiln
                 }
                 start = i + 1;
         }
-        if (n > KILN_LIMIT_REGISTRY_PATH)
+        if (n > KILN_LIMIT_CONTENT_REF_PATH)
                 return ref_error(err, input, "repository name must not be more than %u characters",
-                                 KILN_LIMIT_REGISTRY_PATH);
+                                 KILN_LIMIT_CONTENT_REF_PATH);
         return 0;
 }
 
-int kiln_registry_ref_parse(const char *s, struct kiln_registry_ref **ret, struct kiln_error **err)
+int kiln_content_ref_parse(const char *s, struct kiln_content_ref **ret, struct kiln_error **err)
 {
-        _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *ref = NULL;
+        _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *ref = NULL;
         _cleanup_free_ char *domain = NULL, *remainder = NULL;
         const char *slash, *at, *name_end, *colon, *last_slash, *path;
         size_t n = strlen(s), remote_len;
@@ -274,8 +273,8 @@ int kiln_registry_ref_parse(const char *s, struct kiln_registry_ref **ret, struc
 
         if (n == 0)
                 return ref_error(err, s, "empty reference");
-        if (n > KILN_LIMIT_REGISTRY_REFERENCE)
-                return ref_error(err, s, "longer than %u bytes", KILN_LIMIT_REGISTRY_REFERENCE);
+        if (n > KILN_LIMIT_CONTENT_REFERENCE)
+                return ref_error(err, s, "longer than %u bytes", KILN_LIMIT_CONTENT_REFERENCE);
         if (is_identifier(s))
                 return ref_error(err, s,
                                  "a repository name cannot be 64 hexadecimal characters "
@@ -312,12 +311,12 @@ int kiln_registry_ref_parse(const char *s, struct kiln_registry_ref **ret, struc
          * lower case before anything else is looked at. */
         remote_len = strcspn(remainder, ":");
         if (has_upper(remainder, remote_len)) {
-                _cleanup_free_ char *q = quote_untrusted(remainder, remote_len, 200);
+                _cleanup_free_ char *q = kiln_quote_untrusted(remainder, remote_len, 200);
                 return ref_error(err, s, "repository name '%s' must be lowercase", q);
         }
 
         if (!valid_domain(domain, strlen(domain))) {
-                _cleanup_free_ char *q = quote_untrusted(domain, strlen(domain), 200);
+                _cleanup_free_ char *q = kiln_quote_untrusted(domain, strlen(domain), 200);
                 return ref_error(err, s, "invalid registry host '%s'", q);
         }
 
@@ -339,7 +338,7 @@ int kiln_registry_ref_parse(const char *s, struct kiln_registry_ref **ret, struc
                 size_t tlen = (size_t) (name_end - colon - 1);
 
                 if (!valid_tag(colon + 1, tlen)) {
-                        _cleanup_free_ char *q = quote_untrusted(colon + 1, tlen, 200);
+                        _cleanup_free_ char *q = kiln_quote_untrusted(colon + 1, tlen, 200);
                         return ref_error(err, s,
                                          "invalid tag '%s': up to 128 letters, digits, '_', '.' "
                                          "and '-', not starting with '.' or '-'",
@@ -356,12 +355,12 @@ int kiln_registry_ref_parse(const char *s, struct kiln_registry_ref **ret, struc
 
         if (at) {
                 if (!matches_digest_pattern(at + 1)) {
-                        _cleanup_free_ char *q = quote_untrusted(at + 1, strlen(at + 1), 200);
+                        _cleanup_free_ char *q = kiln_quote_untrusted(at + 1, strlen(at + 1), 200);
                         return ref_error(err, s, "invalid digest '%s'", q);
                 }
-                r = kiln_registry_digest_validate(at + 1, err);
+                r = kiln_content_digest_validate(at + 1, err);
                 if (r < 0) {
-                        _cleanup_free_ char *q = quote_untrusted(s, n, 200);
+                        _cleanup_free_ char *q = kiln_quote_untrusted(s, n, 200);
                         return kiln_error_wrap(err, "invalid reference '%s'", q);
                 }
                 ref->digest = kiln_xstrdup(at + 1);
@@ -375,7 +374,7 @@ int kiln_registry_ref_parse(const char *s, struct kiln_registry_ref **ret, struc
         return 0;
 }
 
-struct kiln_registry_ref *kiln_registry_ref_free(struct kiln_registry_ref *r)
+struct kiln_content_ref *kiln_content_ref_free(struct kiln_content_ref *r)
 {
         if (!r)
                 return NULL;
@@ -387,9 +386,9 @@ struct kiln_registry_ref *kiln_registry_ref_free(struct kiln_registry_ref *r)
         return NULL;
 }
 
-struct kiln_registry_ref *kiln_registry_ref_copy(const struct kiln_registry_ref *r)
+struct kiln_content_ref *kiln_content_ref_copy(const struct kiln_content_ref *r)
 {
-        struct kiln_registry_ref *c = kiln_xcalloc(1, sizeof(*c));
+        struct kiln_content_ref *c = kiln_xcalloc(1, sizeof(*c));
 
         c->domain = kiln_xstrdup(r->domain);
         c->path = kiln_xstrdup(r->path);
@@ -405,17 +404,17 @@ static char *format_ref(const char *domain, const char *path, const char *tag, c
                               digest ? digest : "");
 }
 
-char *kiln_registry_ref_canonical(const struct kiln_registry_ref *r)
+char *kiln_content_ref_canonical(const struct kiln_content_ref *r)
 {
         return format_ref(r->domain, r->path, r->tag, r->digest);
 }
 
-char *kiln_registry_ref_name(const struct kiln_registry_ref *r)
+char *kiln_content_ref_name(const struct kiln_content_ref *r)
 {
         return format_ref(r->domain, r->path, NULL, NULL);
 }
 
-char *kiln_registry_ref_familiar(const struct kiln_registry_ref *r)
+char *kiln_content_ref_familiar(const struct kiln_content_ref *r)
 {
         const char *path = r->path;
         size_t first = strcspn(path, "/");
@@ -433,7 +432,7 @@ char *kiln_registry_ref_familiar(const struct kiln_registry_ref *r)
         return format_ref(NULL, path, r->tag, r->digest);
 }
 
-const char *kiln_registry_ref_object(const struct kiln_registry_ref *r)
+const char *kiln_content_ref_object(const struct kiln_content_ref *r)
 {
         return r->digest ? r->digest : r->tag;
 }

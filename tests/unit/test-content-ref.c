@@ -10,7 +10,7 @@
 
 #include "base/error.h"
 #include "kiln-test.h"
-#include "registry/ref.h"
+#include "content/ref.h"
 
 #define HEX64 "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
 
@@ -28,14 +28,14 @@ static char *repeat(const char *s, size_t n)
 /* Parses s and checks its canonical form (NULL: must fail). */
 static int check(const char *s, const char *canonical)
 {
-        _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *ref = NULL;
+        _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *ref = NULL;
         _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
         _cleanup_free_ char *got = NULL;
-        int r = kiln_registry_ref_parse(s, &ref, &err);
+        int r = kiln_content_ref_parse(s, &ref, &err);
 
         if (!canonical) {
                 if (r >= 0) {
-                        got = kiln_registry_ref_canonical(ref);
+                        got = kiln_content_ref_canonical(ref);
                         printf("# '%s' parsed as '%s', expected an error\n", s, got);
                         return -1;
                 }
@@ -49,7 +49,7 @@ static int check(const char *s, const char *canonical)
                 printf("# '%s': %s\n", s, kiln_error_message(err));
                 return -1;
         }
-        got = kiln_registry_ref_canonical(ref);
+        got = kiln_content_ref_canonical(ref);
         if (!streq(got, canonical)) {
                 printf("# '%s' -> '%s', expected '%s'\n", s, got, canonical);
                 return -1;
@@ -77,27 +77,27 @@ TEST(ref_defaults)
 
 TEST(ref_fields)
 {
-        _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *ref = NULL, *copy = NULL;
+        _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *ref = NULL, *copy = NULL;
         _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
         _cleanup_free_ char *name = NULL;
 
-        ASSERT_OK(kiln_registry_ref_parse("[::1]:5000/a/b:t@sha256:" HEX64, &ref, &err));
+        ASSERT_OK(kiln_content_ref_parse("[::1]:5000/a/b:t@sha256:" HEX64, &ref, &err));
         ASSERT_STREQ(ref->domain, "[::1]:5000");
         ASSERT_STREQ(ref->path, "a/b");
         ASSERT_STREQ(ref->tag, "t");
         ASSERT_STREQ(ref->digest, "sha256:" HEX64);
-        ASSERT_STREQ(kiln_registry_ref_object(ref), "sha256:" HEX64);
-        name = kiln_registry_ref_name(ref);
+        ASSERT_STREQ(kiln_content_ref_object(ref), "sha256:" HEX64);
+        name = kiln_content_ref_name(ref);
         ASSERT_STREQ(name, "[::1]:5000/a/b");
-        copy = kiln_registry_ref_copy(ref);
+        copy = kiln_content_ref_copy(ref);
         ASSERT_STREQ(copy->tag, "t");
-        ref = kiln_registry_ref_free(ref);
+        ref = kiln_content_ref_free(ref);
 
-        ASSERT_OK(kiln_registry_ref_parse("busybox", &ref, &err));
+        ASSERT_OK(kiln_content_ref_parse("busybox", &ref, &err));
         ASSERT_TRUE(!ref->digest);
-        ASSERT_STREQ(kiln_registry_ref_object(ref), "latest");
-        ref = kiln_registry_ref_free(ref);
-        ASSERT_OK(kiln_registry_ref_parse("busybox@sha256:" HEX64, &ref, &err));
+        ASSERT_STREQ(kiln_content_ref_object(ref), "latest");
+        ref = kiln_content_ref_free(ref);
+        ASSERT_OK(kiln_content_ref_parse("busybox@sha256:" HEX64, &ref, &err));
         ASSERT_TRUE(!ref->tag); /* TagNameOnly adds no tag beside a digest */
         return 0;
 }
@@ -209,10 +209,10 @@ TEST(ref_distribution_valid_names)
                 "dock__er/docker",
         };
         for (size_t i = 0; i < ELEMENTSOF(valid); i++) {
-                _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *ref = NULL;
+                _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *ref = NULL;
                 _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
 
-                if (kiln_registry_ref_parse(valid[i], &ref, &err) < 0)
+                if (kiln_content_ref_parse(valid[i], &ref, &err) < 0)
                         KILN_TEST_FAIL("'%s': %s", valid[i], kiln_error_message(err));
         }
         return 0;
@@ -280,22 +280,22 @@ TEST(ref_digest_algorithms)
 
         ASSERT_OK(check(s384, w384));
         ASSERT_OK(check(s512, w512));
-        ASSERT_OK(kiln_registry_digest_validate("sha256:" HEX64, &err));
-        ASSERT_EQ_INT(kiln_registry_digest_validate("sha256:" HEX64 "0", &err), -EINVAL);
+        ASSERT_OK(kiln_content_digest_validate("sha256:" HEX64, &err));
+        ASSERT_EQ_INT(kiln_content_digest_validate("sha256:" HEX64 "0", &err), -EINVAL);
         ASSERT_TRUE(strstr(kiln_error_message(err), "invalid checksum digest length"));
-        ASSERT_EQ_INT(kiln_registry_digest_validate("foo+bar:" HEX64, &err), -EINVAL);
+        ASSERT_EQ_INT(kiln_content_digest_validate("foo+bar:" HEX64, &err), -EINVAL);
         ASSERT_TRUE(strstr(kiln_error_message(err), "unsupported digest algorithm"));
-        ASSERT_EQ_INT(kiln_registry_digest_validate("sha256", &err), -EINVAL);
+        ASSERT_EQ_INT(kiln_content_digest_validate("sha256", &err), -EINVAL);
         ASSERT_TRUE(strstr(kiln_error_message(err), "invalid checksum digest format"));
         return 0;
 }
 
 static int check_error(const char *s, const char *needle)
 {
-        _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *ref = NULL;
+        _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *ref = NULL;
         _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
 
-        if (kiln_registry_ref_parse(s, &ref, &err) != -EINVAL)
+        if (kiln_content_ref_parse(s, &ref, &err) != -EINVAL)
                 KILN_TEST_FAIL("'%s' parsed", s);
         if (!strstr(kiln_error_message(err), needle))
                 KILN_TEST_FAIL("'%s': \"%s\" lacks \"%s\"", s, kiln_error_message(err), needle);
@@ -359,18 +359,18 @@ TEST(ref_familiar)
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
-                _cleanup_(kiln_registry_ref_freep) struct kiln_registry_ref *ref = NULL,
-                                                                            *again = NULL;
+                _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *ref = NULL,
+                                                                          *again = NULL;
                 _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
                 _cleanup_free_ char *f = NULL, *c1 = NULL, *c2 = NULL;
 
-                ASSERT_OK(kiln_registry_ref_parse(cases[i].in, &ref, &err));
-                f = kiln_registry_ref_familiar(ref);
+                ASSERT_OK(kiln_content_ref_parse(cases[i].in, &ref, &err));
+                f = kiln_content_ref_familiar(ref);
                 ASSERT_STREQ(f, cases[i].familiar);
                 /* the familiar form reads back to the same reference */
-                ASSERT_OK(kiln_registry_ref_parse(f, &again, &err));
-                c1 = kiln_registry_ref_canonical(ref);
-                c2 = kiln_registry_ref_canonical(again);
+                ASSERT_OK(kiln_content_ref_parse(f, &again, &err));
+                c1 = kiln_content_ref_canonical(ref);
+                c2 = kiln_content_ref_canonical(again);
                 ASSERT_STREQ(c1, c2);
         }
         return 0;
