@@ -37,6 +37,50 @@ size_t kiln_utf8_decode(const unsigned char *s, size_t n, uint32_t *ret)
         return len;
 }
 
+uint32_t kiln_utf8_decode_rune(const char *s, size_t n, size_t *width)
+{
+        uint32_t c;
+        size_t len;
+
+        if (n == 0) {
+                *width = 0;
+                return 0xfffd;
+        }
+        len = kiln_utf8_decode((const unsigned char *) s, n, &c);
+        if (len == 0) {
+                *width = 1;
+                return 0xfffd;
+        }
+        *width = len;
+        return c;
+}
+
+size_t kiln_utf8_encode(uint32_t r, char out[static 4])
+{
+        if (r > 0x10ffff || (r >= 0xd800 && r <= 0xdfff))
+                r = 0xfffd;
+        if (r < 0x80) {
+                out[0] = (char) r;
+                return 1;
+        }
+        if (r < 0x800) {
+                out[0] = (char) (0xc0 | (r >> 6));
+                out[1] = (char) (0x80 | (r & 0x3f));
+                return 2;
+        }
+        if (r < 0x10000) {
+                out[0] = (char) (0xe0 | (r >> 12));
+                out[1] = (char) (0x80 | ((r >> 6) & 0x3f));
+                out[2] = (char) (0x80 | (r & 0x3f));
+                return 3;
+        }
+        out[0] = (char) (0xf0 | (r >> 18));
+        out[1] = (char) (0x80 | ((r >> 12) & 0x3f));
+        out[2] = (char) (0x80 | ((r >> 6) & 0x3f));
+        out[3] = (char) (0x80 | (r & 0x3f));
+        return 4;
+}
+
 /* Go's unicode.IsPrint, closely enough: controls, spaces other than
  * U+0020, format characters, surrogates, noncharacters, tags and
  * private-use code points are not printable. Unassigned code points count

@@ -168,7 +168,8 @@ void kiln_dockerfile_quote(const char *s, size_t len, FILE *out);
  * is a heredoc reference "[fd]<<[-]NAME". Returns 1 and fills *h (name, fd,
  * expand, chomp; content empty; release with kiln_dockerfile_heredoc_release)
  * when it is, 0 when it is not (*h zeroed), -EINVAL with *err when the name
- * cannot be lexed. For MustParseHeredoc, treat < 0 as 0. */
+ * cannot be lexed (-E2BIG past a KILN_LIMIT_SHELL_* limit). word may hold
+ * NUL bytes, and so may the name. For MustParseHeredoc, treat < 0 as 0. */
 int kiln_dockerfile_heredoc_parse(const char *word, size_t len, struct kiln_dockerfile_heredoc *h,
                                   struct kiln_error **err);
 

@@ -64,10 +64,12 @@ struct kiln_shell_env {
 /* What one expansion produced. All strings and arrays are owned by the
  * result; free them with kiln_shell_result_release. */
 struct kiln_shell_result {
-        char *word;     /* ProcessWord's result: expanded, not split */
-        char **words;   /* ProcessWords' result, NULL-terminated */
-        size_t n_words; /* may be 0 (empty or all-blank input) */
-        char **matched; /* names looked up and set: unique, sorted (bytes), NULL-terminated */
+        char *word;        /* ProcessWord's result: expanded, not split */
+        size_t word_len;   /* its length: strlen(word) unless the input held NUL bytes */
+        char **words;      /* ProcessWords' result, NULL-terminated */
+        size_t *word_lens; /* n_words lengths of words[i], as word_len */
+        size_t n_words;    /* may be 0 (empty or all-blank input) */
+        char **matched;    /* names looked up and set: unique, sorted (bytes), NULL-terminated */
         size_t n_matched;
         char **unmatched; /* names looked up but unset: unique, sorted, NULL-terminated */
         size_t n_unmatched;
@@ -85,6 +87,14 @@ struct kiln_shell_result {
 int kiln_shell_expand(const struct kiln_shell_lex *lex, const char *word,
                       const struct kiln_shell_env *env, struct kiln_shell_result *ret,
                       struct kiln_error **err);
+
+/* As kiln_shell_expand, for the len bytes at word, which need not be
+ * NUL-terminated and may hold NUL bytes: BuildKit's lexer reads a NUL as an
+ * ordinary character, so the results may then hold NUL bytes too (use
+ * word_len and word_lens). Variable names never hold one. */
+int kiln_shell_expand_n(const struct kiln_shell_lex *lex, const char *word, size_t len,
+                        const struct kiln_shell_env *env, struct kiln_shell_result *ret,
+                        struct kiln_error **err);
 
 /* As kiln_shell_expand, returning only the expanded word (ProcessWord) in
  * *ret, which the caller frees with free(). */

@@ -606,3 +606,24 @@ TEST(heredoc_lexer_quirks)
         ASSERT_STREQ(d, "1 2-4 \"E\\\"F\" fd=0 e=1 c=0 \"\"\n");
         return 0;
 }
+
+TEST(heredoc_name_with_nul)
+{
+        /* the lexer reads a NUL as an ordinary character: it is part of the
+         * name, and the terminator line must hold it too */
+        static const char src_a[] = "RUN <<E\0F cat\nx\nE\0F\n";
+        static const char src_b[] = "RUN <<'E\0F'\nE\nE\0F\n";
+        static const char word[] = "3<<-\"a\0\"";
+        _cleanup_free_ char *a = heredocs_n(src_a, sizeof(src_a) - 1);
+        _cleanup_free_ char *b = heredocs_n(src_b, sizeof(src_b) - 1);
+        struct kiln_dockerfile_heredoc h;
+
+        ASSERT_STREQ(a, "1 1-3 \"E\\x00F\" fd=0 e=1 c=0 \"x\\n\"\n");
+        ASSERT_STREQ(b, "1 1-3 \"E\\x00F\" fd=0 e=0 c=0 \"E\\n\"\n");
+        ASSERT_EQ_INT(kiln_dockerfile_heredoc_parse(word, sizeof(word) - 1, &h, NULL), 1);
+        ASSERT_EQ_INT(h.name.len, 2);
+        ASSERT_TRUE(memcmp(h.name.s, "a\0", 3) == 0);
+        ASSERT_TRUE(h.fd == 3 && h.chomp && !h.expand);
+        kiln_dockerfile_heredoc_release(&h);
+        return 0;
+}

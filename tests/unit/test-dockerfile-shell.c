@@ -577,3 +577,40 @@ TEST(result_api)
         ASSERT_TRUE(res.word == NULL && res.words == NULL && res.matched == NULL);
         return 0;
 }
+
+TEST(nul_bytes_with_lengths)
+{
+        _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+        const struct kiln_shell_lex keep = { .raw_quotes = true, .skip_unset_env = true };
+        static const char word[] = "a\0b '\0' ${x:-c\0d}z";
+        struct kiln_shell_result res;
+
+        /* a NUL is an ordinary character: it stays in words, also in an
+         * operand kept as written for an unset variable */
+        ASSERT_OK(kiln_shell_expand_n(&keep, word, sizeof(word) - 1, NULL, &res, &err));
+        ASSERT_EQ_INT(res.word_len, 18);
+        ASSERT_TRUE(memcmp(res.word, word, sizeof(word)) == 0);
+        ASSERT_EQ_INT(res.n_words, 3);
+        ASSERT_EQ_INT(res.word_lens[0], 3);
+        ASSERT_TRUE(memcmp(res.words[0], "a\0b", 4) == 0);
+        ASSERT_EQ_INT(res.word_lens[1], 3);
+        ASSERT_TRUE(memcmp(res.words[1], "'\0'", 4) == 0);
+        /* the words buffer restarts inside ${...}, as in BuildKit */
+        ASSERT_EQ_INT(res.word_lens[2], 10);
+        ASSERT_TRUE(memcmp(res.words[2], "${x:-c\0d}z", 11) == 0);
+        kiln_shell_result_release(&res);
+        ASSERT_TRUE(res.word_lens == NULL);
+
+        /* the lengths are there for NUL-terminated input too, also when
+         * nothing is left */
+        ASSERT_OK(kiln_shell_expand(NULL, " \t", NULL, &res, &err));
+        ASSERT_EQ_INT(res.word_len, 2);
+        ASSERT_TRUE(res.n_words == 0 && res.word_lens != NULL);
+        kiln_shell_result_release(&res);
+
+        /* the error quotes the whole input */
+        ASSERT_EQ_INT(kiln_shell_expand_n(NULL, "'a\0", 3, NULL, &res, &err), -EINVAL);
+        ASSERT_STREQ(err->message, "failed to process \"'a\\x00\": unexpected end of statement "
+                                   "while looking for matching single-quote");
+        return 0;
+}
