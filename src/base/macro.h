@@ -89,6 +89,18 @@ static inline bool startswith(const char *s, const char *prefix)
         return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* ASCII-only case mapping, whatever the locale: protocol and keyword text,
+ * where tolower()/toupper() would follow LC_CTYPE. */
+static inline char ascii_tolower(char c)
+{
+        return c >= 'A' && c <= 'Z' ? (char) (c + ('a' - 'A')) : c;
+}
+
+static inline char ascii_toupper(char c)
+{
+        return c >= 'a' && c <= 'z' ? (char) (c - ('a' - 'A')) : c;
+}
+
 /* Allocation helpers abort on out-of-memory: there is no sane recovery. */
 void *kiln_xmalloc(size_t n);
 void *kiln_xcalloc(size_t n, size_t size);

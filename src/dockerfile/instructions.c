@@ -20,11 +20,14 @@
 #include "base/buf.h"
 #include "base/goquote.h"
 #include "base/macro.h"
+#include "base/unicode.h"
 
 /* Longest word compared for a "did you mean" suggestion: instruction names,
  * flag names and mount keys are short; longer words are never within the
  * distance of 2 of one. */
 #define SUGGEST_MAX_RUNES 64
+/* suggest.Search's reach: options more edits away are not named. */
+#define SUGGEST_MAX_DISTANCE 2
 /* Flags one instruction defines (RUN and ADD have the most). */
 #define MAX_FLAG_DEFS 8
 /* BuildKit's minimum for a non-zero HEALTHCHECK duration (1ms). */
@@ -86,56 +89,37 @@ static char *time_quote(const char *s)
         return kiln_buf_steal(&b);
 }
 
-static char ascii_lower(char c)
+/* Go's strings.ToLower of s[0..n): rune by rune, bytes that are not UTF-8
+ * turning into U+FFFD. A new string; its length (a NUL of s is kept) in
+ * *ret_len when that is not NULL. */
+static char *go_lower_n(const char *s, size_t n, size_t *ret_len)
 {
-        return c >= 'A' && c <= 'Z' ? (char) (c + 32) : c;
+        struct kiln_buf b = KILN_BUF_INIT(SIZE_MAX);
+
+        for (size_t i = 0, w; i < n; i += w) {
+                char out[4];
+                uint32_t r = kiln_unicode_to_lower(kiln_utf8_decode_rune(s + i, n - i, &w));
+
+                (void) kiln_buf_append(&b, out, kiln_utf8_encode(r, out));
+        }
+        if (ret_len)
+                *ret_len = b.len;
+        return kiln_buf_steal(&b);
 }
 
-static char ascii_upper(char c)
+static char *go_lower(const char *s)
 {
-        return c >= 'a' && c <= 'z' ? (char) (c - 32) : c;
+        return go_lower_n(s, strlen(s), NULL);
 }
 
-static char *str_lower(const char *s)
-{
-        char *r = kiln_xstrdup(s);
-
-        for (char *p = r; *p; p++)
-                *p = ascii_lower(*p);
-        return r;
-}
-
+/* strings.ToUpper for ASCII letters; other runes are kept as they are. */
 static char *str_upper(const char *s)
 {
         char *r = kiln_xstrdup(s);
 
         for (char *p = r; *p; p++)
-                *p = ascii_upper(*p);
+                *p = ascii_toupper(*p);
         return r;
-}
-
-/* unicode.IsSpace */
-static bool rune_is_space(uint32_t r)
-{
-        switch (r) {
-        case '\t':
-        case '\n':
-        case '\v':
-        case '\f':
-        case '\r':
-        case ' ':
-        case 0x85:
-        case 0xa0:
-        case 0x1680:
-        case 0x2028:
-        case 0x2029:
-        case 0x202f:
-        case 0x205f:
-        case 0x3000:
-                return true;
-        default:
-                return r >= 0x2000 && r <= 0x200a;
-        }
 }
 
 /* Go's strings.TrimSpace of s[0..n) into a new string. */
@@ -147,7 +131,7 @@ static char *trim_space_dup(const char *s, size_t n)
                 uint32_t r;
                 size_t w = kiln_utf8_decode((const unsigned char *) s + start, end - start, &r);
 
-                if (w == 0 || !rune_is_space(r))
+                if (w == 0 || !kiln_unicode_is_space(r))
                         break;
                 start += w;
         }
@@ -160,7 +144,7 @@ static char *trim_space_dup(const char *s, size_t n)
                         if (((unsigned char) s[end - k] & 0xc0) != 0x80)
                                 break;
                 if (kiln_utf8_decode((const unsigned char *) s + end - k, k, &r) != k ||
-                    !rune_is_space(r))
+                    !kiln_unicode_is_space(r))
                         break;
                 end -= k;
         }
@@ -173,109 +157,120 @@ static char *trim_space_dup(const char *s, size_t n)
  * there are more than max. */
 static size_t to_runes(const char *s, uint32_t *out, size_t max)
 {
-        size_t n = 0, len = strlen(s), i = 0;
+        size_t n = 0, len = strlen(s);
 
-        while (i < len) {
-                uint32_t r;
-                size_t w = kiln_utf8_decode((const unsigned char *) s + i, len - i, &r);
-
-                if (w == 0) {
-                        r = 0xfffd;
-                        w = 1;
-                }
+        for (size_t i = 0, w; i < len; i += w) {
                 if (n == max)
                         return SIZE_MAX;
-                out[n++] = r;
-                i += w;
+                out[n++] = kiln_utf8_decode_rune(s + i, len - i, &w);
         }
         return n;
 }
 
-static size_t levenshtein(const char *a, const char *b)
+/* The edit distance between the runes of a and b: Levenshtein's
+ * (insertions, deletions, substitutions), with transpose also counting the
+ * swap of two neighbouring runes as one edit (the optimal string alignment
+ * form of Damerau's distance). SIZE_MAX past SUGGEST_MAX_RUNES runes. */
+static size_t edit_distance(const char *a, const char *b, bool transpose)
 {
         uint32_t ra[SUGGEST_MAX_RUNES], rb[SUGGEST_MAX_RUNES];
         size_t na = to_runes(a, ra, ELEMENTSOF(ra)), nb = to_runes(b, rb, ELEMENTSOF(rb));
-        size_t row[SUGGEST_MAX_RUNES + 1];
+        size_t rows[3][SUGGEST_MAX_RUNES + 1];
+        size_t *before = rows[0], *prev = rows[1], *cur = rows[2];
 
         if (na == SIZE_MAX || nb == SIZE_MAX)
                 return SIZE_MAX;
         for (size_t j = 0; j <= nb; j++)
-                row[j] = j;
+                prev[j] = j;
         for (size_t i = 1; i <= na; i++) {
-                size_t diag = row[0];
+                size_t *t;
 
-                row[0] = i;
+                cur[0] = i;
                 for (size_t j = 1; j <= nb; j++) {
-                        size_t up = row[j], best;
+                        size_t best = prev[j - 1] + (ra[i - 1] == rb[j - 1] ? 0 : 1);
 
-                        best = diag + (ra[i - 1] == rb[j - 1] ? 0 : 1);
-                        if (up + 1 < best)
-                                best = up + 1;
-                        if (row[j - 1] + 1 < best)
-                                best = row[j - 1] + 1;
-                        diag = up;
-                        row[j] = best;
+                        if (prev[j] + 1 < best)
+                                best = prev[j] + 1;
+                        if (cur[j - 1] + 1 < best)
+                                best = cur[j - 1] + 1;
+                        if (transpose && i > 1 && j > 1 && ra[i - 1] == rb[j - 2] &&
+                            ra[i - 2] == rb[j - 1] && before[j - 2] + 1 < best)
+                                best = before[j - 2] + 1;
+                        cur[j] = best;
                 }
+                t = before;
+                before = prev;
+                prev = cur;
+                cur = t;
         }
-        return row[nb];
+        return prev[nb];
 }
 
-static bool has_lower(const char *s)
+/* suggest.Search's matchCase: the (lower-case) option in upper case when
+ * what was written is all upper case and not all lower case. */
+static char *match_case(const char *opt, const char *orig)
 {
-        for (; *s; s++)
-                if (*s >= 'a' && *s <= 'z')
-                        return true;
-        return false;
+        _cleanup_free_ char *lower = go_lower(orig), *upper = str_upper(orig);
+
+        if (!streq(lower, orig) && streq(upper, orig))
+                return str_upper(opt);
+        return go_lower(opt);
 }
 
-static bool has_upper(const char *s)
-{
-        for (; *s; s++)
-                if (*s >= 'A' && *s <= 'Z')
-                        return true;
-        return false;
-}
+/* How suggest() reads its options. */
+enum {
+        SUGGEST_CASE_SENSITIVE = 1 << 0,
+        /* BuildKit hands these options over in a map's random order, so which
+         * of the equally close it names is open: kiln takes the one with the
+         * fewest edits when a swap of two neighbours counts as one, then the
+         * first in alphabetical order. Otherwise the first in the list wins,
+         * as in BuildKit. */
+        SUGGEST_ANY_ORDER = 1 << 1,
+};
 
-/* BuildKit's suggest.Search: the first closest option within distance 2, or
- * NULL (also for an exact match). A case-insensitive match takes the case of
- * val when val is all lower or all upper case. Returns a new string. */
-static char *suggest(const char *val, const char *const *opts, size_t n, bool case_sensitive)
+/* BuildKit's suggest.Search: the closest option within SUGGEST_MAX_DISTANCE
+ * edits, or NULL (also for an exact match). A case-insensitive match takes
+ * the case of val when val is all lower or all upper case. Returns a new
+ * string. */
+static char *suggest(const char *val, const char *const *opts, size_t n, unsigned flags)
 {
-        _cleanup_free_ char *v = case_sensitive ? kiln_xstrdup(val) : str_lower(val);
+        bool case_sensitive = flags & SUGGEST_CASE_SENSITIVE;
+        _cleanup_free_ char *v = case_sensitive ? kiln_xstrdup(val) : go_lower(val);
         const char *match = NULL;
-        size_t mindist = 3;
+        size_t mindist = SIZE_MAX, min_swaps = SIZE_MAX;
 
         for (size_t i = 0; i < n; i++) {
-                _cleanup_free_ char *o =
-                        case_sensitive ? kiln_xstrdup(opts[i]) : str_lower(opts[i]);
-                size_t d;
+                _cleanup_free_ char *o = case_sensitive ? kiln_xstrdup(opts[i]) : go_lower(opts[i]);
+                size_t d, swaps = 0;
 
                 if (streq(v, o))
                         return NULL;
-                d = levenshtein(v, o);
-                if (d < mindist) {
-                        match = opts[i];
-                        mindist = d;
-                }
+                d = edit_distance(v, o, false);
+                if (d > SUGGEST_MAX_DISTANCE || d > mindist)
+                        continue;
+                if (flags & SUGGEST_ANY_ORDER)
+                        swaps = edit_distance(v, o, true);
+                if (d == mindist && (!(flags & SUGGEST_ANY_ORDER) || swaps > min_swaps ||
+                                     (swaps == min_swaps && strcmp(opts[i], match) >= 0)))
+                        continue;
+                match = opts[i];
+                mindist = d;
+                min_swaps = swaps;
         }
         if (!match)
                 return NULL;
         if (case_sensitive)
                 return kiln_xstrdup(match);
-        if (!has_upper(val))
-                return str_lower(match);
-        if (!has_lower(val))
-                return str_upper(match);
-        return str_lower(match);
+        return match_case(match, val);
 }
 
 /* fail() with BuildKit's suggest.WrapError suffix " (did you mean X?)". */
 static int fail_suggest(struct kiln_error **err, const char *val, const char *const *opts, size_t n,
-                        bool case_sensitive, const char *fmt, ...) _printf_(6, 7);
+                        unsigned flags, const char *fmt, ...) _printf_(6, 7);
 static int fail_suggest(struct kiln_error **err, const char *val, const char *const *opts, size_t n,
-                        bool case_sensitive, const char *fmt, ...)
+                        unsigned flags, const char *fmt, ...)
 {
-        _cleanup_free_ char *msg = NULL, *match = suggest(val, opts, n, case_sensitive);
+        _cleanup_free_ char *msg = NULL, *match = suggest(val, opts, n, flags);
         va_list ap;
 
         va_start(ap, fmt);
@@ -386,7 +381,7 @@ static int go_parse_duration(const char *orig, int64_t *ret, struct kiln_error *
                 return 0;
         }
         if (!*s)
-                return fail(err, "time: invalid duration %s", q);
+                goto invalid;
         while (*s) {
                 uint64_t v = 0, f = 0, unit = 0;
                 double scale = 1;
@@ -395,14 +390,14 @@ static int go_parse_duration(const char *orig, int64_t *ret, struct kiln_error *
                 size_t ul;
 
                 if (!(*s == '.' || (*s >= '0' && *s <= '9')))
-                        return fail(err, "time: invalid duration %s", q);
+                        goto invalid;
                 for (; *s >= '0' && *s <= '9'; s++) {
                         pre = true;
                         if (v > limit / 10)
-                                return fail(err, "time: invalid duration %s", q);
+                                goto invalid;
                         v = v * 10 + (uint64_t) (*s - '0');
                         if (v > limit)
-                                return fail(err, "time: invalid duration %s", q);
+                                goto invalid;
                 }
                 if (*s == '.') {
                         for (s++; *s >= '0' && *s <= '9'; s++) {
@@ -425,7 +420,7 @@ static int go_parse_duration(const char *orig, int64_t *ret, struct kiln_error *
                         }
                 }
                 if (!pre && !post)
-                        return fail(err, "time: invalid duration %s", q);
+                        goto invalid;
                 u = s;
                 while (*s && *s != '.' && !(*s >= '0' && *s <= '9'))
                         s++;
@@ -442,25 +437,27 @@ static int go_parse_duration(const char *orig, int64_t *ret, struct kiln_error *
                         return fail(err, "time: unknown unit %s in duration %s", uq, q);
                 }
                 if (v > limit / unit)
-                        return fail(err, "time: invalid duration %s", q);
+                        goto invalid;
                 v *= unit;
                 if (f > 0) {
                         v += (uint64_t) ((double) f * ((double) unit / scale));
                         if (v > limit)
-                                return fail(err, "time: invalid duration %s", q);
+                                goto invalid;
                 }
                 d += v;
                 if (d > limit)
-                        return fail(err, "time: invalid duration %s", q);
+                        goto invalid;
         }
         if (neg) {
                 *ret = d == limit ? INT64_MIN : -(int64_t) d;
                 return 0;
         }
         if (d > limit - 1)
-                return fail(err, "time: invalid duration %s", q);
+                goto invalid;
         *ret = (int64_t) d;
         return 0;
+invalid:
+        return fail(err, "time: invalid duration %s", q);
 }
 
 /* strconv.ParseFloat's acceptance for what go-units hands it: decimal
@@ -522,12 +519,13 @@ static int go_ram_in_bytes(const char *s, int64_t *ret)
         if (sep == SIZE_MAX)
                 return -EINVAL;
         num = kiln_xstrndup(s, s[sep] != ' ' ? sep + 1 : sep);
-        sfx = str_lower(s + sep + 1);
         if (go_parse_float(num, &size) < 0 || size < 0 || isnan(size))
                 return -EINVAL;
-        sl = strlen(sfx);
-        if (sl > 3)
+        /* the length is checked before lowering, which may shorten it */
+        if (strlen(s + sep + 1) > 3)
                 return -EINVAL;
+        sfx = go_lower(s + sep + 1);
+        sl = strlen(sfx);
         if (sl > 0 && sfx[0] == 'b') {
                 if (sl > 1)
                         return -EINVAL;
@@ -557,6 +555,21 @@ static void append_last(char **v, size_t n, const char *s, size_t len)
 
         v[n - 1] = kiln_xasprintf("%s%.*s", last, (int) len, s);
         free(last);
+}
+
+/* Moves the CSV reader k bytes on. */
+static void csv_skip(const char **line, size_t *len, size_t *pos, size_t k)
+{
+        *line += k;
+        *len -= k;
+        *pos += k;
+}
+
+static char *csv_quote_error(size_t column)
+{
+        return kiln_xasprintf("parse error on line 1, column %zu: extraneous or missing \" in "
+                              "quoted-field",
+                              column);
 }
 
 /* go-csvvalue's Fields with the default parser: one CSV record. On error
@@ -591,22 +604,16 @@ static int csv_fields(const char *in, char ***ret, size_t *ret_n, char **msg)
                         strv_push(&v, &n, kiln_xstrndup(line, fl));
                         if (!comma)
                                 break;
-                        line += fl + 1;
-                        len -= fl + 1;
-                        pos += fl + 1;
+                        csv_skip(&line, &len, &pos, fl + 1);
                         continue;
                 }
-                line++;
-                len--;
-                pos++;
+                csv_skip(&line, &len, &pos, 1);
                 for (;;) {
                         const char *q = memchr(line, '"', len);
                         size_t ql;
 
                         if (!q) {
-                                *msg = kiln_xasprintf("parse error on line 1, column %zu: "
-                                                      "extraneous or missing \" in quoted-field",
-                                                      pos + 1);
+                                *msg = csv_quote_error(pos + 1);
                                 goto fail;
                         }
                         ql = (size_t) (q - line);
@@ -615,26 +622,18 @@ static int csv_fields(const char *in, char ***ret, size_t *ret_n, char **msg)
                         else
                                 append_last(v, n, line, ql);
                         half_open = false;
-                        line += ql + 1;
-                        len -= ql + 1;
-                        pos += ql + 1;
+                        csv_skip(&line, &len, &pos, ql + 1);
                         if (len > 0 && line[0] == '"') {
                                 append_last(v, n, "\"", 1);
-                                line++;
-                                len--;
-                                pos++;
+                                csv_skip(&line, &len, &pos, 1);
                                 half_open = true;
                         } else if (len > 0 && line[0] == ',') {
-                                line++;
-                                len--;
-                                pos++;
+                                csv_skip(&line, &len, &pos, 1);
                                 break;
                         } else if (len == 0)
                                 goto done;
                         else {
-                                *msg = kiln_xasprintf("parse error on line 1, column %zu: "
-                                                      "extraneous or missing \" in quoted-field",
-                                                      pos);
+                                *msg = csv_quote_error(pos);
                                 goto fail;
                         }
                 }
@@ -712,7 +711,8 @@ static int bflags_parse(struct bflags *bf, struct kiln_error **err)
 
                         for (size_t j = 0; j < bf->n_defs; j++)
                                 names[j] = bf->defs[j].name;
-                        return fail_suggest(err, flag_name + 2, names, bf->n_defs, true,
+                        return fail_suggest(err, flag_name + 2, names, bf->n_defs,
+                                            SUGGEST_CASE_SENSITIVE | SUGGEST_ANY_ORDER,
                                             "unknown flag: %s", flag_name);
                 }
                 if (f->used && f->type != FLAG_STRINGS)
@@ -1032,6 +1032,23 @@ static struct kiln_dockerfile_cmd *cmd_new(const struct req *r, enum kiln_docker
         return c;
 }
 
+/* What most instructions start with: at least one argument (when
+ * need_args), their flags, then the new command in *ret. */
+static int cmd_begin(struct req *r, enum kiln_dockerfile_cmd_type t, bool need_args,
+                     struct kiln_dockerfile_cmd **ret, struct kiln_error **err)
+{
+        int q;
+
+        *ret = NULL;
+        if (need_args && r->n_args == 0)
+                return err_at_least_one(err, kiln_dockerfile_cmd_type_name(t));
+        q = bflags_parse(&r->flags, err);
+        if (q < 0)
+                return q;
+        *ret = cmd_new(r, t);
+        return 0;
+}
+
 /* parseKvps: the parser gives ENV/LABEL as (key, value, "=" or "") triples. */
 static int parse_kvps(const struct req *r, const char *name, struct kiln_dockerfile_cmd *c,
                       struct kiln_error **err)
@@ -1058,13 +1075,10 @@ static int parse_env_label(struct req *r, enum kiln_dockerfile_cmd_type t,
                            struct kiln_dockerfile_cmd **ret, struct kiln_error **err)
 {
         _cleanup_(kiln_dockerfile_cmd_freep) struct kiln_dockerfile_cmd *c = NULL;
-        int q;
+        int q = cmd_begin(r, t, false, &c, err);
 
-        q = bflags_parse(&r->flags, err);
-        if (q < 0)
-                return q;
-        c = cmd_new(r, t);
-        q = parse_kvps(r, t == KILN_DOCKERFILE_CMD_ENV ? "ENV" : "LABEL", c, err);
+        if (q >= 0)
+                q = parse_kvps(r, kiln_dockerfile_cmd_type_name(t), c, err);
         if (q < 0)
                 return q;
         *ret = TAKE_PTR(c);
@@ -1072,15 +1086,14 @@ static int parse_env_label(struct req *r, enum kiln_dockerfile_cmd_type t,
 }
 
 /* MAINTAINER, WORKDIR, USER, STOPSIGNAL: exactly one argument. */
-static int parse_one_word(struct req *r, enum kiln_dockerfile_cmd_type t, const char *name,
-                          bool check_flags, struct kiln_dockerfile_cmd **ret,
-                          struct kiln_error **err)
+static int parse_one_word(struct req *r, enum kiln_dockerfile_cmd_type t, bool check_flags,
+                          struct kiln_dockerfile_cmd **ret, struct kiln_error **err)
 {
         struct kiln_dockerfile_cmd *c;
         int q;
 
         if (r->n_args != 1)
-                return err_exactly_one(err, name);
+                return err_exactly_one(err, kiln_dockerfile_cmd_type_name(t));
         if (check_flags) {
                 q = bflags_parse(&r->flags, err);
                 if (q < 0)
@@ -1163,22 +1176,20 @@ static int parse_copy_add(struct req *r, bool add, struct kiln_dockerfile_cmd **
 
         if (r->n_args < 2)
                 return err_no_destination(err, name);
+        /* ADD's and COPY's own orders of definition, merged */
+        chown = bflags_add(bf, "chown", FLAG_STRING, "");
+        if (!add)
+                from = bflags_add(bf, "from", FLAG_STRING, "");
+        chmod = bflags_add(bf, "chmod", FLAG_STRING, "");
+        link = bflags_add(bf, "link", FLAG_BOOL, "");
         if (add) {
-                chown = bflags_add(bf, "chown", FLAG_STRING, "");
-                chmod = bflags_add(bf, "chmod", FLAG_STRING, "");
-                link = bflags_add(bf, "link", FLAG_BOOL, "");
                 keep_git = bflags_add(bf, "keep-git-dir", FLAG_BOOL, "");
                 checksum = bflags_add(bf, "checksum", FLAG_STRING, "");
                 unpack = bflags_add(bf, "unpack", FLAG_BOOL, "");
-                excludes = bflags_add(bf, "exclude", FLAG_STRINGS, "");
-        } else {
-                chown = bflags_add(bf, "chown", FLAG_STRING, "");
-                from = bflags_add(bf, "from", FLAG_STRING, "");
-                chmod = bflags_add(bf, "chmod", FLAG_STRING, "");
-                link = bflags_add(bf, "link", FLAG_BOOL, "");
-                excludes = bflags_add(bf, "exclude", FLAG_STRINGS, "");
-                parents = bflags_add(bf, "parents", FLAG_BOOL, "");
         }
+        excludes = bflags_add(bf, "exclude", FLAG_STRINGS, "");
+        if (!add)
+                parents = bflags_add(bf, "parents", FLAG_BOOL, "");
         q = bflags_parse(bf, err);
         if (q < 0)
                 return q;
@@ -1227,7 +1238,7 @@ static int parse_from(struct req *r, struct kiln_dockerfile_stage **ret, struct 
         int q;
 
         if (r->n_args == 3 && !strcasecmp(r->args[1], "as")) {
-                name = str_lower(r->args[2]);
+                name = go_lower(r->args[2]);
                 if (!valid_stage_name(name)) {
                         _cleanup_free_ char *qn = go_quote(r->args[2]);
 
@@ -1258,25 +1269,25 @@ static int parse_from(struct req *r, struct kiln_dockerfile_stage **ret, struct 
         return 0;
 }
 
-/* [\t\n\f\r ]: \s of Go's regexp */
-static bool re_space(char c)
+/* The index of the first byte of s[i..n) that is not [\t\n\f\r ] (\s of
+ * Go's regexp), or n. */
+static size_t skip_re_space(const char *s, size_t n, size_t i)
 {
-        return c == '\t' || c == '\n' || c == '\f' || c == '\r' || c == ' ';
+        while (i < n && s[i] && strchr("\t\n\f\r ", s[i]))
+                i++;
+        return i;
 }
 
 static int parse_onbuild(struct req *r, struct kiln_dockerfile_cmd **ret, struct kiln_error **err)
 {
+        _cleanup_(kiln_dockerfile_cmd_freep) struct kiln_dockerfile_cmd *c = NULL;
         _cleanup_free_ char *trigger = NULL, *t = NULL;
         const struct kiln_dockerfile_node *node = r->node;
         struct kiln_buf b = KILN_BUF_INIT(SIZE_MAX);
-        struct kiln_dockerfile_cmd *c;
         const char *o;
-        size_t on, i = 0;
-        int q;
+        size_t on, i;
+        int q = cmd_begin(r, KILN_DOCKERFILE_CMD_ONBUILD, true, &c, err);
 
-        if (r->n_args == 0)
-                return err_at_least_one(err, "ONBUILD");
-        q = bflags_parse(&r->flags, err);
         if (q < 0)
                 return q;
         t = trim_space_dup(r->args[0], strlen(r->args[0]));
@@ -1289,12 +1300,9 @@ static int parse_onbuild(struct req *r, struct kiln_dockerfile_cmd **ret, struct
         /* the original line without (?i)^\s*ONBUILD\s* */
         o = node->original.s ? node->original.s : "";
         on = node->original.s ? strnlen(o, node->original.len) : 0;
-        while (i < on && re_space(o[i]))
-                i++;
+        i = skip_re_space(o, on, 0);
         if (on - i >= 7 && !strncasecmp(o + i, "onbuild", 7)) {
-                i += 7;
-                while (i < on && re_space(o[i]))
-                        i++;
+                i = skip_re_space(o, on, i + 7);
                 o += i;
                 on -= i;
         }
@@ -1305,9 +1313,8 @@ static int parse_onbuild(struct req *r, struct kiln_dockerfile_cmd **ret, struct
                                        node->heredocs[i].content.len);
                 (void) kiln_buf_append(&b, node->heredocs[i].name.s, node->heredocs[i].name.len);
         }
-        c = cmd_new(r, KILN_DOCKERFILE_CMD_ONBUILD);
         c->word = kiln_buf_steal(&b);
-        *ret = c;
+        *ret = TAKE_PTR(c);
         return 0;
 }
 
@@ -1334,11 +1341,10 @@ static int parse_cmd_entrypoint(struct req *r, enum kiln_dockerfile_cmd_type t,
                                 struct kiln_dockerfile_cmd **ret, struct kiln_error **err)
 {
         struct kiln_dockerfile_cmd *c;
-        int q = bflags_parse(&r->flags, err);
+        int q = cmd_begin(r, t, false, &c, err);
 
         if (q < 0)
                 return q;
-        c = cmd_new(r, t);
         parse_cmdline(r, &c->cmdline);
         *ret = c;
         return 0;
@@ -1351,11 +1357,7 @@ static const char *const security_names[] = { "sandbox", "insecure" };
 
 static char *key_lower(const char *field, const char *eq)
 {
-        char *key = eq ? kiln_xstrndup(field, (size_t) (eq - field)) : kiln_xstrdup(field);
-
-        for (char *p = key; *p; p++)
-                *p = ascii_lower(*p);
-        return key;
+        return go_lower_n(field, eq ? (size_t) (eq - field) : strlen(field), NULL);
 }
 
 static bool secret_or_ssh(const struct kiln_dockerfile_mount *m)
@@ -1366,6 +1368,65 @@ static bool secret_or_ssh(const struct kiln_dockerfile_mount *m)
 static bool nonempty(const char *s)
 {
         return s && *s;
+}
+
+/* The index of s in names[0..n), or -1. */
+static ssize_t name_index(const char *s, const char *const *names, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (streq(s, names[i]))
+                        return (ssize_t) i;
+        return -1;
+}
+
+/* 1 for the keys readonly and ro, 0 for readwrite and rw, -1 for others. */
+static int readonly_key(const char *key)
+{
+        if (streq(key, "readonly") || streq(key, "ro"))
+                return 1;
+        if (streq(key, "readwrite") || streq(key, "rw"))
+                return 0;
+        return -1;
+}
+
+static int err_key_for_type(struct kiln_error **err, const char *key,
+                            const struct kiln_dockerfile_mount *m)
+{
+        return fail(err, "unexpected key '%s' for mount type '%s'", key, mount_type_names[m->type]);
+}
+
+/* strconv.ParseBool of an option's value. */
+static int option_bool(const char *key, const char *v, bool *ret, struct kiln_error **err)
+{
+        if (go_parse_bool(v, ret) < 0)
+                return fail(err, "invalid value for %s: %s", key, v);
+        return 0;
+}
+
+/* An option that names one of names[0..n) in any case: its index in *ret. */
+static int option_enum(const char *v, const char *const *names, size_t n, const char *what,
+                       size_t *ret, struct kiln_error **err)
+{
+        _cleanup_free_ char *lv = go_lower(v), *qv = NULL;
+        ssize_t i = name_index(lv, names, n);
+
+        if (i >= 0) {
+                *ret = (size_t) i;
+                return 0;
+        }
+        qv = go_quote(v);
+        return fail_suggest(err, v, names, n, SUGGEST_CASE_SENSITIVE, "unsupported %s %s", what,
+                            qv);
+}
+
+/* mode, uid, gid: strconv.ParseUint(v, base, 32). */
+static int option_uint32(const char *key, const char *v, unsigned base, uint32_t *ret, bool *has,
+                         struct kiln_error **err)
+{
+        if (go_parse_uint32(v, base, ret) < 0)
+                return fail(err, "invalid value %s for %s", v, key);
+        *has = true;
+        return 0;
 }
 
 /* One key=value of parseMount, value already expanded. */
@@ -1379,19 +1440,16 @@ static int mount_set(struct kiln_dockerfile_mount *m, const char *key, const cha
         };
         const char *v = *value;
         char **slot = NULL;
+        size_t t;
         bool b;
+        int q, ro = readonly_key(key);
 
         if (streq(key, "type")) {
-                _cleanup_free_ char *lv = str_lower(v);
-
-                for (size_t t = 0; t < ELEMENTSOF(mount_type_names); t++)
-                        if (streq(lv, mount_type_names[t])) {
-                                m->type = (enum kiln_dockerfile_mount_type) t;
-                                return 0;
-                        }
-                _cleanup_free_ char *qv = go_quote(v);
-                return fail_suggest(err, v, mount_type_names, ELEMENTSOF(mount_type_names), true,
-                                    "unsupported mount type %s", qv);
+                q = option_enum(v, mount_type_names, ELEMENTSOF(mount_type_names), "mount type", &t,
+                                err);
+                if (q >= 0)
+                        m->type = (enum kiln_dockerfile_mount_type) t;
+                return q;
         }
         if (streq(key, "from"))
                 slot = &m->from;
@@ -1408,62 +1466,41 @@ static int mount_set(struct kiln_dockerfile_mount *m, const char *key, const cha
                 *slot = TAKE_PTR(*value);
                 return 0;
         }
-        if (streq(key, "readonly") || streq(key, "ro") || streq(key, "readwrite") ||
-            streq(key, "rw")) {
-                if (go_parse_bool(v, &b) < 0)
-                        return fail(err, "invalid value for %s: %s", key, v);
-                m->readonly = streq(key, "readonly") || streq(key, "ro") ? b : !b;
+        if (ro >= 0) {
+                q = option_bool(key, v, &b, err);
+                if (q < 0)
+                        return q;
+                m->readonly = ro ? b : !b;
                 *ro_auto = false;
                 return 0;
         }
         if (streq(key, "required")) {
                 if (!secret_or_ssh(m))
-                        return fail(err, "unexpected key '%s' for mount type '%s'", key,
-                                    mount_type_names[m->type]);
-                if (go_parse_bool(v, &b) < 0)
-                        return fail(err, "invalid value for %s: %s", key, v);
-                m->required = b;
-                return 0;
+                        return err_key_for_type(err, key, m);
+                return option_bool(key, v, &m->required, err);
         }
         if (streq(key, "size")) {
                 if (m->type != KILN_DOCKERFILE_MOUNT_TMPFS)
-                        return fail(err, "unexpected key '%s' for mount type '%s'", key,
-                                    mount_type_names[m->type]);
+                        return err_key_for_type(err, key, m);
                 if (go_ram_in_bytes(v, &m->size_limit) < 0)
                         return fail(err, "invalid value for %s: %s", key, v);
                 return 0;
         }
         if (streq(key, "sharing")) {
-                _cleanup_free_ char *lv = str_lower(v);
-
-                for (size_t t = 1; t < ELEMENTSOF(sharing_names); t++)
-                        if (streq(lv, sharing_names[t])) {
-                                m->sharing = (enum kiln_dockerfile_mount_sharing) t;
-                                return 0;
-                        }
-                _cleanup_free_ char *qv = go_quote(v);
-                return fail_suggest(err, v, sharing_names + 1, ELEMENTSOF(sharing_names) - 1, true,
-                                    "unsupported sharing value %s", qv);
+                /* sharing_names[0] is the unset value, not a choice */
+                q = option_enum(v, sharing_names + 1, ELEMENTSOF(sharing_names) - 1,
+                                "sharing value", &t, err);
+                if (q >= 0)
+                        m->sharing = (enum kiln_dockerfile_mount_sharing)(t + 1);
+                return q;
         }
-        if (streq(key, "mode")) {
-                if (go_parse_uint32(v, 8, &m->mode) < 0)
-                        return fail(err, "invalid value %s for mode", v);
-                m->has_mode = true;
-                return 0;
-        }
-        if (streq(key, "uid")) {
-                if (go_parse_uint32(v, 10, &m->uid) < 0)
-                        return fail(err, "invalid value %s for uid", v);
-                m->has_uid = true;
-                return 0;
-        }
-        if (streq(key, "gid")) {
-                if (go_parse_uint32(v, 10, &m->gid) < 0)
-                        return fail(err, "invalid value %s for gid", v);
-                m->has_gid = true;
-                return 0;
-        }
-        return fail_suggest(err, key, all_keys, ELEMENTSOF(all_keys), true,
+        if (streq(key, "mode"))
+                return option_uint32(key, v, 8, &m->mode, &m->has_mode, err);
+        if (streq(key, "uid"))
+                return option_uint32(key, v, 10, &m->uid, &m->has_uid, err);
+        if (streq(key, "gid"))
+                return option_uint32(key, v, 10, &m->gid, &m->has_gid, err);
+        return fail_suggest(err, key, all_keys, ELEMENTSOF(all_keys), SUGGEST_CASE_SENSITIVE,
                             "unexpected key '%s' in '%s'", key, field);
 }
 
@@ -1523,16 +1560,14 @@ static int parse_mount(const char *val, bool have_expander, kiln_dockerfile_expa
                 if (!eq) {
                         if (!have_expander)
                                 continue;
-                        if (streq(key, "readonly") || streq(key, "ro") || streq(key, "readwrite") ||
-                            streq(key, "rw")) {
-                                m->readonly = streq(key, "readonly") || streq(key, "ro");
+                        if (readonly_key(key) >= 0) {
+                                m->readonly = readonly_key(key);
                                 ro_auto = false;
                         } else if (streq(key, "required")) {
                                 if (secret_or_ssh(m))
                                         m->required = true;
                                 else
-                                        q = fail(err, "unexpected key '%s' for mount type '%s'",
-                                                 key, mount_type_names[m->type]);
+                                        q = err_key_for_type(err, key, m);
                         } else
                                 q = fail(err, "invalid field '%s' must be a key=value pair", field);
                         continue;
@@ -1597,7 +1632,6 @@ static int parse_device(const char *val, struct kiln_dockerfile_device *d, struc
         for (size_t i = 0; i < n_fields && q == 0; i++) {
                 const char *field = fields[i], *eq = strchr(field, '=');
                 _cleanup_free_ char *key = key_lower(field, eq);
-                bool b;
 
                 if (!eq && streq(key, "required"))
                         d->required = true;
@@ -1608,19 +1642,17 @@ static int parse_device(const char *val, struct kiln_dockerfile_device *d, struc
                                 free(d->name);
                                 d->name = kiln_xstrdup(eq + 1);
                         }
-                } else if (eq && streq(key, "required")) {
-                        if (go_parse_bool(eq + 1, &b) < 0)
-                                q = fail(err, "invalid value for %s: %s", key, eq + 1);
-                        else
-                                d->required = b;
-                } else if (!nonempty(d->name)) {
+                } else if (eq && streq(key, "required"))
+                        q = option_bool(key, eq + 1, &d->required, err);
+                else if (!nonempty(d->name)) {
                         free(d->name);
                         d->name = kiln_xstrdup(field);
                 } else if (!eq)
                         q = fail(err, "invalid field '%s' must be a key=value pair", field);
                 else
-                        q = fail_suggest(err, key, all_keys, ELEMENTSOF(all_keys), true,
-                                         "unexpected key '%s' in '%s'", key, field);
+                        q = fail_suggest(err, key, all_keys, ELEMENTSOF(all_keys),
+                                         SUGGEST_CASE_SENSITIVE, "unexpected key '%s' in '%s'", key,
+                                         field);
         }
         strv_free(fields, n_fields);
         if (q < 0) {
@@ -1637,6 +1669,7 @@ static int parse_run(struct req *r, struct kiln_dockerfile_cmd **ret, struct kil
 {
         _cleanup_(kiln_dockerfile_cmd_freep) struct kiln_dockerfile_cmd *c = NULL;
         struct flag *mount, *network, *security, *device;
+        ssize_t net, sec;
         size_t i;
         int q;
 
@@ -1674,24 +1707,20 @@ static int parse_run(struct req *r, struct kiln_dockerfile_cmd **ret, struct kil
                         return q;
                 mount_release(&m);
         }
-        for (i = 0; i < ELEMENTSOF(network_names); i++)
-                if (streq(network->value, network_names[i]))
-                        break;
-        if (i == ELEMENTSOF(network_names)) {
+        net = name_index(network->value, network_names, ELEMENTSOF(network_names));
+        if (net < 0) {
                 _cleanup_free_ char *qv = go_quote(network->value);
 
                 return fail(err, "invalid network mode %s", qv);
         }
-        c->run.network = (enum kiln_dockerfile_network) i;
-        for (i = 0; i < ELEMENTSOF(security_names); i++)
-                if (streq(security->value, security_names[i]))
-                        break;
-        if (i == ELEMENTSOF(security_names)) {
+        c->run.network = (enum kiln_dockerfile_network) net;
+        sec = name_index(security->value, security_names, ELEMENTSOF(security_names));
+        if (sec < 0) {
                 _cleanup_free_ char *qv = go_quote(security->value);
 
                 return fail(err, "security %s is not valid", qv);
         }
-        c->run.security = (enum kiln_dockerfile_security) i;
+        c->run.security = (enum kiln_dockerfile_security) sec;
         *ret = TAKE_PTR(c);
         return 0;
 }
@@ -1795,14 +1824,10 @@ static int cmp_str(const void *a, const void *b)
 static int parse_expose(struct req *r, struct kiln_dockerfile_cmd **ret, struct kiln_error **err)
 {
         struct kiln_dockerfile_cmd *c;
-        int q;
+        int q = cmd_begin(r, KILN_DOCKERFILE_CMD_EXPOSE, true, &c, err);
 
-        if (r->n_args == 0)
-                return err_at_least_one(err, "EXPOSE");
-        q = bflags_parse(&r->flags, err);
         if (q < 0)
                 return q;
-        c = cmd_new(r, KILN_DOCKERFILE_CMD_EXPOSE);
         c->list.items = TAKE_PTR(r->args);
         c->list.n_items = r->n_args;
         r->n_args = 0;
@@ -1814,14 +1839,10 @@ static int parse_expose(struct req *r, struct kiln_dockerfile_cmd **ret, struct 
 static int parse_volume(struct req *r, struct kiln_dockerfile_cmd **ret, struct kiln_error **err)
 {
         _cleanup_(kiln_dockerfile_cmd_freep) struct kiln_dockerfile_cmd *c = NULL;
-        int q;
+        int q = cmd_begin(r, KILN_DOCKERFILE_CMD_VOLUME, true, &c, err);
 
-        if (r->n_args == 0)
-                return err_at_least_one(err, "VOLUME");
-        q = bflags_parse(&r->flags, err);
         if (q < 0)
                 return q;
-        c = cmd_new(r, KILN_DOCKERFILE_CMD_VOLUME);
         for (size_t i = 0; i < r->n_args; i++) {
                 char *v = trim_space_dup(r->args[i], strlen(r->args[i]));
 
@@ -1892,64 +1913,65 @@ static const char *const instruction_names[] = {
         "RUN",    "SHELL", "STOPSIGNAL",  "USER",  "VOLUME",     "WORKDIR",
 };
 
-static bool is_keyword(const struct kiln_dockerfile_node *n, const char *kw)
+/* lower (the keyword through strings.ToLower, lower_len bytes) is kw. */
+static bool is_keyword(const char *lower, size_t lower_len, const char *kw)
 {
-        return n->value.s && n->value.len == strlen(kw) &&
-               !strncasecmp(n->value.s, kw, n->value.len);
+        return lower_len == strlen(kw) && !memcmp(lower, kw, lower_len);
 }
 
 /* ParseInstruction without the location: *err holds BuildKit's bare text. */
 static int parse_node(const struct kiln_dockerfile_node *node, struct kiln_dockerfile_cmd **cmd,
                       struct kiln_dockerfile_stage **stage, struct kiln_error **err)
 {
+        _cleanup_free_ char *lower = NULL;
+        size_t ll;
         struct req r;
         int q;
 
+        lower = go_lower_n(node->value.s ? node->value.s : "", node->value.len, &ll);
         q = req_init(&r, node, err);
         if (q < 0)
                 goto out;
-        if (is_keyword(node, "env"))
+        if (is_keyword(lower, ll, "env"))
                 q = parse_env_label(&r, KILN_DOCKERFILE_CMD_ENV, cmd, err);
-        else if (is_keyword(node, "maintainer"))
-                q = parse_one_word(&r, KILN_DOCKERFILE_CMD_MAINTAINER, "MAINTAINER", true, cmd,
-                                   err);
-        else if (is_keyword(node, "label"))
+        else if (is_keyword(lower, ll, "maintainer"))
+                q = parse_one_word(&r, KILN_DOCKERFILE_CMD_MAINTAINER, true, cmd, err);
+        else if (is_keyword(lower, ll, "label"))
                 q = parse_env_label(&r, KILN_DOCKERFILE_CMD_LABEL, cmd, err);
-        else if (is_keyword(node, "add"))
+        else if (is_keyword(lower, ll, "add"))
                 q = parse_copy_add(&r, true, cmd, err);
-        else if (is_keyword(node, "copy"))
+        else if (is_keyword(lower, ll, "copy"))
                 q = parse_copy_add(&r, false, cmd, err);
-        else if (is_keyword(node, "from"))
+        else if (is_keyword(lower, ll, "from"))
                 q = parse_from(&r, stage, err);
-        else if (is_keyword(node, "onbuild"))
+        else if (is_keyword(lower, ll, "onbuild"))
                 q = parse_onbuild(&r, cmd, err);
-        else if (is_keyword(node, "workdir"))
-                q = parse_one_word(&r, KILN_DOCKERFILE_CMD_WORKDIR, "WORKDIR", true, cmd, err);
-        else if (is_keyword(node, "run"))
+        else if (is_keyword(lower, ll, "workdir"))
+                q = parse_one_word(&r, KILN_DOCKERFILE_CMD_WORKDIR, true, cmd, err);
+        else if (is_keyword(lower, ll, "run"))
                 q = parse_run(&r, cmd, err);
-        else if (is_keyword(node, "cmd"))
+        else if (is_keyword(lower, ll, "cmd"))
                 q = parse_cmd_entrypoint(&r, KILN_DOCKERFILE_CMD_CMD, cmd, err);
-        else if (is_keyword(node, "healthcheck"))
+        else if (is_keyword(lower, ll, "healthcheck"))
                 q = parse_healthcheck(&r, cmd, err);
-        else if (is_keyword(node, "entrypoint"))
+        else if (is_keyword(lower, ll, "entrypoint"))
                 q = parse_cmd_entrypoint(&r, KILN_DOCKERFILE_CMD_ENTRYPOINT, cmd, err);
-        else if (is_keyword(node, "expose"))
+        else if (is_keyword(lower, ll, "expose"))
                 q = parse_expose(&r, cmd, err);
-        else if (is_keyword(node, "user"))
-                q = parse_one_word(&r, KILN_DOCKERFILE_CMD_USER, "USER", true, cmd, err);
-        else if (is_keyword(node, "volume"))
+        else if (is_keyword(lower, ll, "user"))
+                q = parse_one_word(&r, KILN_DOCKERFILE_CMD_USER, true, cmd, err);
+        else if (is_keyword(lower, ll, "volume"))
                 q = parse_volume(&r, cmd, err);
-        else if (is_keyword(node, "stopsignal"))
+        else if (is_keyword(lower, ll, "stopsignal"))
                 /* BuildKit never parses STOPSIGNAL's flags */
-                q = parse_one_word(&r, KILN_DOCKERFILE_CMD_STOPSIGNAL, "STOPSIGNAL", false, cmd,
-                                   err);
-        else if (is_keyword(node, "arg"))
+                q = parse_one_word(&r, KILN_DOCKERFILE_CMD_STOPSIGNAL, false, cmd, err);
+        else if (is_keyword(lower, ll, "arg"))
                 q = parse_arg(&r, cmd, err);
-        else if (is_keyword(node, "shell"))
+        else if (is_keyword(lower, ll, "shell"))
                 q = parse_shell(&r, cmd, err);
         else
                 q = fail_suggest(err, r.command, instruction_names, ELEMENTSOF(instruction_names),
-                                 false, "unknown instruction: %s", r.command);
+                                 SUGGEST_ANY_ORDER, "unknown instruction: %s", r.command);
 out:
         req_release(&r);
         return q;

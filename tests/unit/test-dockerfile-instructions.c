@@ -167,8 +167,18 @@ TEST(unknown_instruction_suggestions)
         ASSERT_STREQ(perr1("BOGUS x"), "unknown instruction: BOGUS");
         ASSERT_STREQ(perr1("RUNN echo"), "unknown instruction: RUNN (did you mean RUN?)");
         ASSERT_STREQ(perr1("runn echo"), "unknown instruction: runn (did you mean run?)");
-        /* a tie takes the first name in alphabetical order */
-        ASSERT_STREQ(perr1("RNU echo"), "unknown instruction: RNU (did you mean ENV?)");
+        /* among the equally close (RUN and ENV are two substitutions from
+         * RNU), the fewest edits with a swap of neighbours counting as one,
+         * then the first in alphabetical order */
+        ASSERT_STREQ(perr1("RNU echo"), "unknown instruction: RNU (did you mean RUN?)");
+        ASSERT_STREQ(perr1("FORM a"), "unknown instruction: FORM (did you mean FROM?)");
+        ASSERT_STREQ(perr1("form a"), "unknown instruction: form (did you mean from?)");
+        ASSERT_STREQ(perr1("ENVV x"), "unknown instruction: ENVV (did you mean ENV?)");
+        ASSERT_STREQ(perr1("AGR x"), "unknown instruction: AGR (did you mean ARG?)");
+        /* no swap helps: the first in alphabetical order (ADD before ARG) */
+        ASSERT_STREQ(perr1("AXX x"), "unknown instruction: AXX (did you mean ADD?)");
+        /* the case of what was written only when it is all upper or lower */
+        ASSERT_STREQ(perr1("RuNN echo"), "unknown instruction: RuNN (did you mean run?)");
         ASSERT_STREQ(perr1("Cpy a b"), "unknown instruction: Cpy (did you mean copy?)");
         ASSERT_STREQ(perr1("WORKDIRR /x"), "unknown instruction: WORKDIRR (did you mean WORKDIR?)");
         ASSERT_STREQ(perr1("ENTRYPIONT x"),
@@ -672,6 +682,38 @@ TEST(mount_defaults)
         ASSERT_STREQ(m.target, "/a,b");
         ASSERT_EQ_INT(m.sharing, KILN_DOCKERFILE_SHARING_PRIVATE);
         mount_done(&m);
+        return 0;
+}
+
+/* Names are lowered as Go's strings.ToLower does: U+212A KELVIN SIGN is a
+ * 'k', U+0130 (capital I with dot above) an 'i'. */
+TEST(unicode_lower_case)
+{
+        _cleanup_(kiln_dockerfile_instructions_freep) struct kiln_dockerfile_instructions *d =
+                parse("FROM a AS \xe2\x84\xaailn\n"
+                      "WOR\xe2\x84\xaa"
+                      "DIR /src\n");
+
+        ASSERT_TRUE(d);
+        ASSERT_STREQ(d->stages[0].name, "kiln");
+        ASSERT_STREQ(d->stages[0].orig_name, "\xe2\x84\xaailn");
+        ASSERT_EQ_INT(d->stages[0].n_cmds, 1);
+        ASSERT_EQ_INT(d->stages[0].cmds[0]->type, KILN_DOCKERFILE_CMD_WORKDIR);
+        ASSERT_STREQ(d->stages[0].cmds[0]->name, "WOR\xe2\x84\xaa"
+                                                 "DIR");
+
+        /* flags reach kiln as BuildKit reads them, a byte a rune: "\xc4\xb0"
+         * (U+0130) is "\xc3\x84\xc2\xb0", and U+00C4 lowers to U+00E4 */
+        ASSERT_STREQ(mount_err("type=cache,target=/c,\xc4\xb0"
+                               "D=x"),
+                     "Dockerfile:2: unexpected key '\xc3\xa4\xc2\xb0"
+                     "d' in "
+                     "'\xc3\x84\xc2\xb0"
+                     "D=x' (did you mean id?)");
+        /* a byte that is not UTF-8 (U+FFFD once lowered) is no letter */
+        ASSERT_STREQ(perr("FROM a AS \xff\n"),
+                     "invalid name for build stage: \"\\xff\", name can't start with a number or "
+                     "contain symbols");
         return 0;
 }
 
