@@ -21,15 +21,20 @@
 
 /* Input word, in bytes. */
 #define KILN_LIMIT_SHELL_INPUT (16u << 20)
-/* Any expanded result (a whole word, or any ${...} part of it), in bytes. */
-#define KILN_LIMIT_SHELL_OUTPUT (16u << 20)
+/* Any expanded result (a whole word, or any ${...} part of it), in bytes.
+ * Nested substitutions rescan their results, so this bounds the time a
+ * hostile word can take (about 0.3 s); an inline COPY heredoc of more than
+ * 4 MiB with variables to expand is refused. */
+#define KILN_LIMIT_SHELL_OUTPUT (4u << 20)
 /* Nesting of operands: ${a:-${b:-x}} nests 2 deep (${b} has no operand). */
 #define KILN_LIMIT_SHELL_DEPTH 128
 /* The pattern of ${X#p}, ${X%p}, ${X/p/r}, in bytes after expansion. */
 #define KILN_LIMIT_SHELL_PATTERN (64u << 10)
 /* Work spent matching those patterns in one call (about pattern length
- * times value length per match attempt, summed). */
-#define KILN_LIMIT_SHELL_MATCH_WORK (1u << 27)
+ * times value length per match attempt, summed). 2^23 steps take about
+ * 0.1 s; real Dockerfiles use a tiny fraction, and a hostile word cannot
+ * hold a build for long. */
+#define KILN_LIMIT_SHELL_MATCH_WORK (1u << 23)
 
 /* How to lex; the fields are BuildKit's Lex fields. All zero is BuildKit's
  * NewLex('\\'). */
