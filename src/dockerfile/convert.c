@@ -25,6 +25,8 @@
 #include "base/buf.h"
 #include "base/goquote.h"
 #include "base/macro.h"
+#include "base/suggest.h"
+#include "content/ref.h"
 #include "dockerfile/convert.h"
 #include "dockerfile/instructions.h"
 #include "dockerfile/parser.h"
@@ -61,27 +63,6 @@ static void set_str(char **p, const char *s)
 static bool str_empty(const char *s)
 {
         return !s || !*s;
-}
-
-static bool strcaseeq(const char *a, const char *b)
-{
-        return strcasecmp(a, b) == 0;
-}
-
-static char *str_lower(const char *s)
-{
-        char *r = kiln_xstrdup(s);
-        for (char *p = r; *p; p++)
-                *p = (char) tolower((unsigned char) *p);
-        return r;
-}
-
-static char *str_upper(const char *s)
-{
-        char *r = kiln_xstrdup(s);
-        for (char *p = r; *p; p++)
-                *p = (char) toupper((unsigned char) *p);
-        return r;
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -280,6 +261,21 @@ static bool path_is_abs(const char *p)
         return p[0] == '/';
 }
 
+/* Gives the normalised path np (taken) back the "/" or "/." the path p as
+ * written ended with: the destination is a directory. */
+static char *keep_trailing_slash(char *np, const char *p)
+{
+        char *t;
+        if (ends_with(p, "/") && !ends_with(np, "/"))
+                t = kiln_xasprintf("%s/", np);
+        else if (ends_with(p, "/."))
+                t = kiln_xasprintf("%s%s.", np, streq(np, "/") ? "" : "/");
+        else
+                return np;
+        free(np);
+        return t;
+}
+
 /* BuildKit's system.NormalizePath for a non-Windows OS. */
 static char *normalize_path(const char *parent, const char *p, bool keep_slash)
 {
@@ -296,18 +292,7 @@ static char *normalize_path(const char *parent, const char *p, bool keep_slash)
                 free(np);
                 np = t;
         }
-        if (keep_slash) {
-                if (ends_with(p, "/") && !ends_with(np, "/")) {
-                        char *t = kiln_xasprintf("%s/", np);
-                        free(np);
-                        np = t;
-                } else if (ends_with(p, "/.")) {
-                        char *t = kiln_xasprintf("%s%s.", np, streq(np, "/") ? "" : "/");
-                        free(np);
-                        np = t;
-                }
-        }
-        return TAKE_PTR(np);
+        return keep_slash ? keep_trailing_slash(TAKE_PTR(np), p) : TAKE_PTR(np);
 }
 
 /* The LLB client's normalizePath: how file op paths end up in the op. */
@@ -319,18 +304,7 @@ static char *llb_normalize_path(const char *parent, const char *p, bool keep_sla
                 free(c);
                 c = t;
         }
-        if (keep_slash) {
-                if (ends_with(p, "/") && !ends_with(c, "/")) {
-                        char *t = kiln_xasprintf("%s/", c);
-                        free(c);
-                        c = t;
-                } else if (ends_with(p, "/.")) {
-                        char *t = kiln_xasprintf("%s%s.", c, streq(c, "/") ? "" : "/");
-                        free(c);
-                        c = t;
-                }
-        }
-        return c;
+        return keep_slash ? keep_trailing_slash(c, p) : c;
 }
 
 /* ---- Go formatting ---- */
@@ -411,64 +385,6 @@ static void go_duration(struct kiln_buf *b, int64_t d)
                 (void) kiln_buf_printf(b, "%" PRIu64 "m", mins);
         fmt_frac(b, secs * 1000000000ull + frac, 9);
         (void) kiln_buf_putc(b, 's');
-}
-
-/* ---- suggestions, as BuildKit's util/suggest ---- */
-
-static size_t levenshtein(const char *a, const char *b)
-{
-        size_t la = strlen(a), lb = strlen(b);
-        _cleanup_free_ size_t *row = kiln_xcalloc(lb + 1, sizeof(size_t));
-        for (size_t j = 0; j <= lb; j++)
-                row[j] = j;
-        for (size_t i = 1; i <= la; i++) {
-                size_t prev = row[0];
-                row[0] = i;
-                for (size_t j = 1; j <= lb; j++) {
-                        size_t cur = row[j];
-                        size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-                        size_t v = prev + cost;
-                        if (row[j] + 1 < v)
-                                v = row[j] + 1;
-                        if (row[j - 1] + 1 < v)
-                                v = row[j - 1] + 1;
-                        row[j] = v;
-                        prev = cur;
-                }
-        }
-        return row[lb];
-}
-
-/* suggest.Search: the closest option within distance 2, or NULL (also for
- * an exact match, which means the error is about something else). */
-static char *suggest_search(const char *val, char *const *options, size_t n, bool case_sensitive)
-{
-        _cleanup_free_ char *v = case_sensitive ? kiln_xstrdup(val) : str_lower(val);
-        _cleanup_free_ char *match = NULL;
-        size_t mindist = 3;
-        for (size_t i = 0; i < n; i++) {
-                _cleanup_free_ char *o =
-                        case_sensitive ? kiln_xstrdup(options[i]) : str_lower(options[i]);
-                if (streq(v, o))
-                        return NULL;
-                size_t d = levenshtein(v, o);
-                if (d < mindist) {
-                        free(match);
-                        if (case_sensitive)
-                                match = kiln_xstrdup(o);
-                        else {
-                                _cleanup_free_ char *lo = str_lower(val), *up = str_upper(val);
-                                if (streq(val, lo))
-                                        match = str_lower(o);
-                                else if (streq(val, up))
-                                        match = str_upper(o);
-                                else
-                                        match = kiln_xstrdup(o);
-                        }
-                        mindist = d;
-                }
-        }
-        return TAKE_PTR(match);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -764,7 +680,7 @@ static json_t *jget(json_t *obj, const char *key)
         if (v)
                 return v;
         json_object_foreach (obj, k, v)
-                if (strcaseeq(k, key))
+                if (kiln_dockerfile_caseeq(k, key))
                         found = v;
         return found;
 }
@@ -1102,205 +1018,19 @@ static json_t *image_to_json(const struct image *img)
 }
 
 /* ------------------------------------------------------------------------ */
-/* image references: distribution's ParseNormalizedNamed + TagNameOnly */
+/* image references */
 
-static bool ref_alnum_lower(char ch)
+/* "alpine" -> "docker.io/library/alpine:latest": distribution's
+ * ParseNormalizedNamed + TagNameOnly, as content/ref.h reads them. Returns 0
+ * with a new *ret, or -EINVAL with *err quoting s. */
+static int normalize_ref(const char *s, char **ret, struct kiln_error **err)
 {
-        return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
-}
-
-/* [a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)* */
-static bool ref_path_component_ok(const char *s, size_t n)
-{
-        size_t i = 0;
-        if (n == 0 || !ref_alnum_lower(s[0]))
-                return false;
-        while (i < n) {
-                while (i < n && ref_alnum_lower(s[i]))
-                        i++;
-                if (i == n)
-                        return true;
-                /* separator */
-                if (s[i] == '.')
-                        i++;
-                else if (s[i] == '_') {
-                        i++;
-                        if (i < n && s[i] == '_')
-                                i++;
-                } else if (s[i] == '-') {
-                        while (i < n && s[i] == '-')
-                                i++;
-                } else
-                        return false;
-                if (i == n || !ref_alnum_lower(s[i]))
-                        return false;
-        }
-        return true;
-}
-
-static bool ref_domain_ok(const char *s, size_t n)
-{
-        size_t i = 0;
-        if (n > 0 && s[0] == '[') {
-                const char *close = memchr(s, ']', n);
-                if (!close)
-                        return false;
-                for (const char *p = s + 1; p < close; p++)
-                        if (!isxdigit((unsigned char) *p) && *p != ':')
-                                return false;
-                i = (size_t) (close - s) + 1;
-        } else {
-                for (;;) {
-                        size_t st = i;
-                        while (i < n && (isalnum((unsigned char) s[i]) || s[i] == '-'))
-                                i++;
-                        if (i == st || s[st] == '-' || s[i - 1] == '-')
-                                return false;
-                        if (i < n && s[i] == '.') {
-                                i++;
-                                continue;
-                        }
-                        break;
-                }
-        }
-        if (i < n && s[i] == ':') {
-                i++;
-                size_t st = i;
-                while (i < n && isdigit((unsigned char) s[i]))
-                        i++;
-                if (i == st)
-                        return false;
-        }
-        return i == n;
-}
-
-static bool ref_tag_ok(const char *s)
-{
-        size_t n = strlen(s);
-        if (n == 0 || n > 128)
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char ch = s[i];
-                bool w = isalnum((unsigned char) ch) || ch == '_';
-                if (!w && (i == 0 || (ch != '.' && ch != '-')))
-                        return false;
-        }
-        return true;
-}
-
-static bool ref_digest_ok(const char *s)
-{
-        const char *colon = strchr(s, ':');
-        if (!colon || colon == s || !isalpha((unsigned char) s[0]))
-                return false;
-        for (const char *p = s; p < colon; p++)
-                if (!isalnum((unsigned char) *p) && !strchr("-_+.", *p))
-                        return false;
-        size_t hex = strlen(colon + 1);
-        if (hex < 32)
-                return false;
-        for (const char *p = colon + 1; *p; p++)
-                if (!isxdigit((unsigned char) *p))
-                        return false;
-        return true;
-}
-
-/* Normalises s ("alpine" -> "docker.io/library/alpine:latest"). Returns 0
- * with *ret, or -EINVAL with distribution's message in *msg. */
-static int ref_normalize(const char *s, char **ret, char **msg)
-{
-        _cleanup_free_ char *domain = NULL, *remainder = NULL, *name = NULL, *tag = NULL,
-                            *digest = NULL;
-        const char *slash = strchr(s, '/');
-        size_t i;
-
-        *ret = *msg = NULL;
-        if (strlen(s) == 64) {
-                bool hex = true;
-                for (const char *p = s; *p; p++)
-                        hex = hex && ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'));
-                if (hex) {
-                        *msg = kiln_xasprintf("invalid repository name (%s), cannot specify "
-                                              "64-byte hexadecimal strings",
-                                              s);
-                        return -EINVAL;
-                }
-        }
-        if (slash) {
-                _cleanup_free_ char *first = kiln_xstrndup(s, (size_t) (slash - s));
-                _cleanup_free_ char *lower = str_lower(first);
-                if (!strpbrk(first, ".:") && !streq(first, "localhost") && streq(lower, first)) {
-                        domain = kiln_xstrdup("docker.io");
-                        remainder = kiln_xstrdup(s);
-                } else {
-                        domain = TAKE_PTR(first);
-                        remainder = kiln_xstrdup(slash + 1);
-                }
-        } else {
-                domain = kiln_xstrdup("docker.io");
-                remainder = kiln_xstrdup(s);
-        }
-        if (streq(domain, "index.docker.io"))
-                set_str(&domain, "docker.io");
-        if (streq(domain, "docker.io") && !strchr(remainder, '/')) {
-                char *t = kiln_xasprintf("library/%s", remainder);
-                free(remainder);
-                remainder = t;
-        }
-        {
-                const char *colon = strchr(remainder, ':');
-                _cleanup_free_ char *remote =
-                        colon ? kiln_xstrndup(remainder, (size_t) (colon - remainder))
-                              : kiln_xstrdup(remainder);
-                _cleanup_free_ char *lower = str_lower(remote);
-                if (!streq(lower, remote)) {
-                        *msg = kiln_xasprintf(
-                                "invalid reference format: repository name (%s) must be lowercase",
-                                remote);
-                        return -EINVAL;
-                }
-        }
-        /* remainder: path[:tag][@digest] */
-        char *at = strchr(remainder, '@');
-        if (at) {
-                digest = kiln_xstrdup(at + 1);
-                *at = 0;
-        }
-        char *lastslash = strrchr(remainder, '/');
-        char *colon = strrchr(lastslash ? lastslash : remainder, ':');
-        if (colon) {
-                tag = kiln_xstrdup(colon + 1);
-                *colon = 0;
-        }
-        name = kiln_xstrdup(remainder);
-        if (!ref_domain_ok(domain, strlen(domain)) || (tag && !ref_tag_ok(tag)) ||
-            (digest && !ref_digest_ok(digest)))
-                goto invalid;
-        for (i = 0; name[i];) {
-                size_t n = strcspn(name + i, "/");
-                if (!ref_path_component_ok(name + i, n))
-                        goto invalid;
-                i += n;
-                if (name[i] == '/') {
-                        i++;
-                        if (!name[i])
-                                goto invalid;
-                }
-        }
-        if (i == 0)
-                goto invalid;
-        if (strlen(domain) + 1 + strlen(name) > 255) {
-                *msg = kiln_xstrdup("repository name must not be more than 255 characters");
-                return -EINVAL;
-        }
-        if (!tag && !digest)
-                tag = kiln_xstrdup("latest");
-        *ret = kiln_xasprintf("%s/%s%s%s%s%s", domain, name, tag ? ":" : "", tag ?: "",
-                              digest ? "@" : "", digest ?: "");
+        _cleanup_(kiln_content_ref_freep) struct kiln_content_ref *ref = NULL;
+        int r = kiln_content_ref_parse(s, &ref, err);
+        if (r < 0)
+                return r;
+        *ret = kiln_content_ref_canonical(ref);
         return 0;
-invalid:
-        *msg = kiln_xstrdup("invalid reference format");
-        return -EINVAL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1999,15 +1729,15 @@ static int conv_setup(struct conv *c, const struct kiln_dockerfile_convert_optio
                 for (size_t i = 0; i < keys.n; i++) {
                         const char *k = keys.v[i], *val = env_get(&c->build_args, k);
                         char **slot = NULL;
-                        if (strcaseeq(k, "http_proxy"))
+                        if (kiln_dockerfile_caseeq(k, "http_proxy"))
                                 slot = &c->proxy.http_proxy;
-                        else if (strcaseeq(k, "https_proxy"))
+                        else if (kiln_dockerfile_caseeq(k, "https_proxy"))
                                 slot = &c->proxy.https_proxy;
-                        else if (strcaseeq(k, "ftp_proxy"))
+                        else if (kiln_dockerfile_caseeq(k, "ftp_proxy"))
                                 slot = &c->proxy.ftp_proxy;
-                        else if (strcaseeq(k, "no_proxy"))
+                        else if (kiln_dockerfile_caseeq(k, "no_proxy"))
                                 slot = &c->proxy.no_proxy;
-                        else if (strcaseeq(k, "all_proxy"))
+                        else if (kiln_dockerfile_caseeq(k, "all_proxy"))
                                 slot = &c->proxy.all_proxy;
                         if (slot) {
                                 set_str(slot, val);
@@ -2024,14 +1754,14 @@ static int conv_setup(struct conv *c, const struct kiln_dockerfile_convert_optio
 
 static bool consistent_case(const char *s)
 {
-        _cleanup_free_ char *lo = str_lower(s), *up = str_upper(s);
+        _cleanup_free_ char *lo = kiln_dockerfile_lower(s), *up = kiln_dockerfile_upper(s);
         return streq(s, lo) || streq(s, up);
 }
 
 static void lint_case_match(struct conv *c, const char *name, bool majority_lower, unsigned start,
                             unsigned end)
 {
-        _cleanup_free_ char *lo = str_lower(name), *up = str_upper(name);
+        _cleanup_free_ char *lo = kiln_dockerfile_lower(name), *up = kiln_dockerfile_upper(name);
         const char *correct = NULL;
         if (majority_lower && !streq(lo, name))
                 correct = "lowercase";
@@ -2053,16 +1783,17 @@ static void lint_prepass(struct conv *c)
                 const struct kiln_dockerfile_stage *st = &ins->stages[i];
                 lint_scope_begin(c, st->comments, st->n_comments);
                 if (!str_empty(st->orig_name)) {
-                        _cleanup_free_ char *lo = str_lower(st->orig_name);
+                        _cleanup_free_ char *lo = kiln_dockerfile_lower(st->orig_name);
                         if (!streq(lo, st->orig_name))
                                 lint_run(c, &RULE_STAGE_NAME_CASING, st->start_line, st->end_line,
                                          "Stage name '%s' should be lowercase", st->orig_name);
                 }
                 if (!str_empty(st->as_word)) {
                         const char *cmd = st->orig_cmd;
-                        _cleanup_free_ char *clo = str_lower(cmd), *cup = str_upper(cmd);
-                        _cleanup_free_ char *alo = str_lower(st->as_word);
-                        _cleanup_free_ char *aup = str_upper(st->as_word);
+                        _cleanup_free_ char *clo = kiln_dockerfile_lower(cmd),
+                                            *cup = kiln_dockerfile_upper(cmd);
+                        _cleanup_free_ char *alo = kiln_dockerfile_lower(st->as_word);
+                        _cleanup_free_ char *aup = kiln_dockerfile_upper(st->as_word);
                         bool ok = true;
                         if (streq(cmd, clo))
                                 ok = streq(st->as_word, alo);
@@ -2110,7 +1841,7 @@ static void lint_prepass(struct conv *c)
         for (size_t i = 0; i < ins->n_stages; i++) {
                 const struct kiln_dockerfile_stage *s = &ins->stages[i];
                 if (consistent_case(s->orig_cmd)) {
-                        _cleanup_free_ char *lo = str_lower(s->orig_cmd);
+                        _cleanup_free_ char *lo = kiln_dockerfile_lower(s->orig_cmd);
                         if (streq(lo, s->orig_cmd))
                                 lower++;
                         else
@@ -2119,7 +1850,7 @@ static void lint_prepass(struct conv *c)
                 for (size_t j = 0; j < s->n_cmds; j++) {
                         const char *name = s->cmds[j]->name;
                         if (consistent_case(name)) {
-                                _cleanup_free_ char *lo = str_lower(name);
+                                _cleanup_free_ char *lo = kiln_dockerfile_lower(name);
                                 if (streq(lo, name))
                                         lower++;
                                 else
@@ -2140,7 +1871,7 @@ static void lint_prepass(struct conv *c)
  * none is an allowed word. */
 static bool key_has_token(const char *key, const char *const *tokens, size_t n)
 {
-        _cleanup_free_ char *k = str_lower(key);
+        _cleanup_free_ char *k = kiln_dockerfile_lower(key);
         char *save = NULL;
         /* (?:_|^)(?:tok)(?:_|$): a whole '_'-separated part equals tok */
         for (char *p = strtok_r(k, "_", &save); p; p = strtok_r(NULL, "_", &save))
@@ -2225,7 +1956,7 @@ static int meta_args(struct conv *c, struct envlist *args, bool with_build_args,
 
 static struct dstate *find_state(struct conv *c, const char *name)
 {
-        _cleanup_free_ char *lo = str_lower(name);
+        _cleanup_free_ char *lo = kiln_dockerfile_lower(name);
         struct dstate *found = NULL;
         /* statesByName: a later stage of the same name replaces an earlier */
         for (size_t i = 0; i < c->n_states; i++)
@@ -2278,7 +2009,8 @@ static void report_unused_from_args(struct conv *c, char *const *unmatched, size
         for (size_t i = 0; i < n; i++) {
                 if (set_has(&keys, unmatched[i]))
                         continue;
-                _cleanup_free_ char *s = suggest_search(unmatched[i], keys.v, keys.n, true);
+                _cleanup_free_ char *s = kiln_suggest(unmatched[i], (const char *const *) keys.v,
+                                                      keys.n, KILN_SUGGEST_CASE_SENSITIVE);
                 if (s)
                         lint_run(c, &RULE_UNDEFINED_ARG_IN_FROM, start, end,
                                  "FROM argument '%s' is not declared (did you mean %s?)",
@@ -2296,7 +2028,7 @@ static bool stage_no_cache(struct conv *c, const char *name)
         if (!c->opt->no_cache_stages)
                 return true;
         for (size_t i = 0; i < c->opt->n_no_cache_stages; i++)
-                if (strcaseeq(c->opt->no_cache_stages[i], name ?: ""))
+                if (kiln_dockerfile_caseeq(c->opt->no_cache_stages[i], name ?: ""))
                         return true;
         return false;
 }
@@ -2439,7 +2171,8 @@ static int resolve_target(struct conv *c, struct dstate **ret, struct kiln_error
                 return 0;
         _cleanup_(strv_release) struct strv names = { 0 };
         state_names(c, &names);
-        _cleanup_free_ char *s = suggest_search(t, names.v, names.n, true);
+        _cleanup_free_ char *s = kiln_suggest(t, (const char *const *) names.v, names.n,
+                                              KILN_SUGGEST_CASE_SENSITIVE);
         if (s)
                 return kiln_error_set(err, -ENOENT,
                                       "target stage \"%s\" could not be found (did you mean %s?)",
@@ -2473,6 +2206,25 @@ static int to_command(struct conv *c, struct kiln_dockerfile_cmd *cmd, struct co
         return r;
 }
 
+/* The state called from (a stage, or an image COPY --from or RUN --mount
+ * from= names, added on first use) into *ret. */
+static int find_or_add_state(struct conv *c, const char *from,
+                             const struct kiln_dockerfile_cmd *cmd, struct dstate **ret,
+                             struct kiln_error **err)
+{
+        struct dstate *src = find_state(c, from);
+        if (!src) {
+                if (c->n_states >= KILN_LIMIT_DOCKERFILE_STATES)
+                        return err_at(c, err, -E2BIG, cmd->start_line,
+                                      "more than %d stages and images referenced",
+                                      KILN_LIMIT_DOCKERFILE_STATES);
+                src = unregistered_state(from, cmd->start_line, cmd->end_line);
+                add_state(c, src);
+        }
+        *ret = src;
+        return 0;
+}
+
 static int to_command_inner(struct conv *c, struct kiln_dockerfile_cmd *cmd, struct command *out,
                             struct kiln_error **err)
 {
@@ -2496,17 +2248,8 @@ static int to_command_inner(struct conv *c, struct kiln_dockerfile_cmd *cmd, str
                                 return err_at(c, err, -EINVAL, cmd->start_line,
                                               "invalid stage index %" PRId64, index);
                         src = c->states[index];
-                } else {
-                        src = find_state(c, from);
-                        if (!src) {
-                                if (c->n_states >= KILN_LIMIT_DOCKERFILE_STATES)
-                                        return err_at(c, err, -E2BIG, cmd->start_line,
-                                                      "more than %d stages and images referenced",
-                                                      KILN_LIMIT_DOCKERFILE_STATES);
-                                src = unregistered_state(from, cmd->start_line, cmd->end_line);
-                                add_state(c, src);
-                        }
-                }
+                } else if ((r = find_or_add_state(c, from, cmd, &src, err)) < 0)
+                        return r;
                 out->sources = kiln_xcalloc(1, sizeof(struct dstate *));
                 out->sources[0] = src;
                 out->n_sources = 1;
@@ -2523,16 +2266,9 @@ static int to_command_inner(struct conv *c, struct kiln_dockerfile_cmd *cmd, str
                         const char *from = cmd->run.mounts[i].from;
                         if (str_empty(from))
                                 from = EMPTY_IMAGE_NAME;
-                        struct dstate *src = find_state(c, from);
-                        if (!src) {
-                                if (c->n_states >= KILN_LIMIT_DOCKERFILE_STATES)
-                                        return err_at(c, err, -E2BIG, cmd->start_line,
-                                                      "more than %d stages and images referenced",
-                                                      KILN_LIMIT_DOCKERFILE_STATES);
-                                src = unregistered_state(from, cmd->start_line, cmd->end_line);
-                                add_state(c, src);
-                        }
-                        out->sources[i] = src;
+                        int r = find_or_add_state(c, from, cmd, &out->sources[i], err);
+                        if (r < 0)
+                                return r;
                 }
         }
         return 0;
@@ -2711,7 +2447,7 @@ static char *uppercase_cmd(const char *s)
 {
         char *r = kiln_xstrdup(s);
         for (char *p = r; *p && *p != ' '; p++)
-                *p = (char) toupper((unsigned char) *p);
+                *p = ascii_toupper(*p);
         return r;
 }
 
@@ -2857,15 +2593,16 @@ static const char *const common_image_names[] = {
 static int resolve_base_image(struct conv *c, struct dstate *d, bool reachable,
                               struct kiln_error **err)
 {
-        _cleanup_free_ char *orig = kiln_xstrdup(d->base_name), *norm = NULL, *msg = NULL;
+        _cleanup_free_ char *orig = kiln_xstrdup(d->base_name), *norm = NULL;
         struct kiln_dockerfile_resolved_image res = { 0 };
         struct kiln_content_platform platform;
         bool is_scratch = false;
         int r;
 
-        if (ref_normalize(d->base_name, &norm, &msg) < 0) {
-                r = err_at(c, err, -EINVAL, d->start_line, "failed to parse stage name \"%s\": %s",
-                           d->base_name, msg);
+        r = normalize_ref(d->base_name, &norm, err);
+        if (r < 0) {
+                kiln_error_wrap(err, "failed to parse stage name \"%s\"", d->base_name);
+                wrap_at(c, err, r, d->start_line);
                 goto out_unreg;
         }
         kiln_content_platform_copy(&platform, d->has_platform ? &d->platform : &c->target_platform);
@@ -2895,7 +2632,8 @@ static int resolve_base_image(struct conv *c, struct dstate *d, bool reachable,
                                 strv_push_take(&names,
                                                kiln_xasprintf("docker.io/library%s:latest", n));
                         }
-                        _cleanup_free_ char *s = suggest_search(orig, names.v, names.n, true);
+                        _cleanup_free_ char *s = kiln_suggest(orig, (const char *const *) names.v,
+                                                              names.n, KILN_SUGGEST_CASE_SENSITIVE);
                         if (!*err)
                                 kiln_error_set(err, r, "resolver failed");
                         kiln_error_wrap(err, "%s", orig);
@@ -2909,10 +2647,11 @@ static int resolve_base_image(struct conv *c, struct dstate *d, bool reachable,
                         goto out;
                 }
                 if (res.ref && !streq(res.ref, d->base_name)) {
-                        _cleanup_free_ char *n2 = NULL, *m2 = NULL;
-                        if (ref_normalize(res.ref, &n2, &m2) < 0) {
-                                r = err_at(c, err, -EINVAL, d->start_line,
-                                           "failed to parse ref \"%s\": %s", res.ref, m2);
+                        _cleanup_free_ char *n2 = NULL;
+                        r = normalize_ref(res.ref, &n2, err);
+                        if (r < 0) {
+                                kiln_error_wrap(err, "failed to parse ref \"%s\"", res.ref);
+                                wrap_at(c, err, r, d->start_line);
                                 goto out;
                         }
                         set_str(&d->base_name, n2);
@@ -3116,7 +2855,8 @@ static void report_unmatched(struct conv *c, struct dstate *d,
                 _cleanup_(strv_release) struct strv keys = { 0 };
                 for (size_t k = 0; k < env->n; k++)
                         strv_push(&keys, env->kv[2 * k]);
-                _cleanup_free_ char *s = suggest_search(v, keys.v, keys.n, true);
+                _cleanup_free_ char *s = kiln_suggest(v, (const char *const *) keys.v, keys.n,
+                                                      KILN_SUGGEST_CASE_SENSITIVE);
                 if (s)
                         lint_run(c, &RULE_UNDEFINED_VAR, cmd->start_line, cmd->end_line,
                                  "Usage of undefined variable '$%s' (did you mean $%s?)", v, s);
@@ -3469,7 +3209,7 @@ static int parse_port(struct conv *c, const struct kiln_dockerfile_cmd *cmd, con
         if (!*port)
                 return err_at(c, err, -EINVAL, cmd->start_line,
                               "invalid port: \"%s\": no port specified", raw);
-        _cleanup_free_ char *plo = str_lower(proto);
+        _cleanup_free_ char *plo = kiln_dockerfile_lower(proto);
         if (!*plo)
                 set_str(&proto, "tcp"), set_str(&plo, "tcp");
         else if (!streq(plo, "tcp") && !streq(plo, "udp") && !streq(plo, "sctp"))
@@ -3545,7 +3285,7 @@ static bool signal_valid(const char *s)
         int64_t n;
         if (parse_int64(s, &n))
                 return n != 0 && n >= INT_MIN && n <= INT_MAX;
-        _cleanup_free_ char *u = str_upper(s);
+        _cleanup_free_ char *u = kiln_dockerfile_upper(s);
         const char *name = startswith(u, "SIG") ? u + 3 : u;
         for (size_t i = 0; i < ELEMENTSOF(signal_names); i++)
                 if (streq(name, signal_names[i]))
@@ -4082,7 +3822,7 @@ static int parse_git_ref(const char *src, struct git_ref *g, struct kiln_error *
                 *query++ = 0;
         if (i > 0 && startswith(src + i, "://")) {
                 _cleanup_free_ char *proto = kiln_xstrndup(src, i);
-                char *lp = str_lower(proto);
+                char *lp = kiln_dockerfile_lower(proto);
                 bool http = streq(lp, "http") || streq(lp, "https");
                 bool ok = http || streq(lp, "ssh") || streq(lp, "git");
                 free(lp);
@@ -4562,12 +4302,24 @@ static int dispatch_copy(struct conv *c, struct dstate *d, struct kiln_dockerfil
                         }
                         if (!str_empty(g.checksum))
                                 set_str(&checksum, g.checksum);
+                        /* BuildKit lets a non-commit checksum through to
+                         * fail at fetch time; say so here, at its line. */
+                        if (!str_empty(checksum) &&
+                            strspn(checksum, "0123456789abcdef") != strlen(checksum)) {
+                                r = err_at(c, err, -EINVAL, cmd->start_line,
+                                           "invalid checksum \"%s\" for a git source: "
+                                           "expected a commit id (hex)",
+                                           checksum);
+                                kiln_llb_op_free(gop);
+                                git_ref_release(&g);
+                                kiln_buf_release(&msg);
+                                return r;
+                        }
                         if (!str_empty(checksum))
                                 gop->source.git.checksum = kiln_xstrdup(checksum);
                         if (!str_empty(g.subdir))
                                 gop->source.git.subdir = kiln_xstrdup(g.subdir);
                         gop->source.git.skip_submodules = g.has_submodules && !g.submodules;
-                        llb_platform_from(&gop->platform, &c->target_platform);
                         op_set_name(gop, pg_name);
                         struct node *gn = conv_add_node(c, gop);
                         git_ref_release(&g);
@@ -4595,7 +4347,6 @@ static int dispatch_copy(struct conv *c, struct dstate *d, struct kiln_dockerfil
                         hop->source.http.filename = kiln_xstrdup(f);
                         hop->source.http.checksum =
                                 str_empty(checksum) ? NULL : kiln_xstrdup(checksum);
-                        llb_platform_from(&hop->platform, &c->target_platform);
                         op_set_name(hop, pg_name);
                         op_set_command(hop, "");
                         struct node *hn = conv_add_node(c, hop);
@@ -5049,10 +4800,11 @@ static int lint_from_defaults(struct conv *c)
         for (size_t i = 0; i < c->ins->n_stages; i++) {
                 const struct kiln_dockerfile_stage *st = &c->ins->stages[i];
                 struct kiln_shell_result res = { 0 };
-                _cleanup_free_ char *norm = NULL, *msg = NULL;
+                _cleanup_free_ char *norm = NULL;
+                _cleanup_(kiln_error_freep) struct kiln_error *ref_err = NULL;
                 if (expand_word(c, &c->lex, st->base_name, &args, &res, &e) < 0)
                         break;
-                if (ref_normalize(res.word, &norm, &msg) < 0)
+                if (normalize_ref(res.word, &norm, &ref_err) < 0)
                         lint_run(c, &RULE_INVALID_DEFAULT_ARG_IN_FROM, st->start_line, st->end_line,
                                  "Default value for ARG %s results in empty or invalid base image "
                                  "name",
@@ -5073,7 +4825,6 @@ static struct node *make_context(struct conv *c)
                 kiln_llb_strv_push(&op->source.local.exclude_patterns, c->opt->dockerignore[i]);
         op->source.local.shared_key_hint = kiln_xstrdup(name);
         op_set_name(op, "[internal] load build context");
-        llb_platform_from(&op->platform, &c->target_platform);
         return conv_add_node(c, op);
 }
 

@@ -179,8 +179,9 @@ struct kiln_dockerfile_convert_result {
  * success stores a new result in *ret and returns 0. On failure returns
  * -errno and sets *err; errors in the Dockerfile read "Dockerfile:LINE:
  * message" (with err->line set), BuildKit's texts, with "(did you mean
- * X?)" hints where BuildKit gives them. Resolver errors are wrapped with the
- * image name as written.
+ * X?)" hints where BuildKit gives them; a base image name that is no image
+ * reference reads "failed to parse stage name \"X\": " and content/ref.h's
+ * reason. Resolver errors are wrapped with the image name as written.
  */
 int kiln_dockerfile_convert(const char *data, size_t size,
                             const struct kiln_dockerfile_convert_options *opt,

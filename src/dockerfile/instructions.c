@@ -15,19 +15,13 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
-#include <strings.h>
 
 #include "base/buf.h"
 #include "base/goquote.h"
 #include "base/macro.h"
+#include "base/suggest.h"
 #include "base/unicode.h"
 
-/* Longest word compared for a "did you mean" suggestion: instruction names,
- * flag names and mount keys are short; longer words are never within the
- * distance of 2 of one. */
-#define SUGGEST_MAX_RUNES 64
-/* suggest.Search's reach: options more edits away are not named. */
-#define SUGGEST_MAX_DISTANCE 2
 /* Flags one instruction defines (RUN and ADD have the most). */
 #define MAX_FLAG_DEFS 8
 /* BuildKit's minimum for a non-zero HEALTHCHECK duration (1ms). */
@@ -107,19 +101,25 @@ static char *go_lower_n(const char *s, size_t n, size_t *ret_len)
         return kiln_buf_steal(&b);
 }
 
-static char *go_lower(const char *s)
+char *kiln_dockerfile_lower(const char *s)
 {
         return go_lower_n(s, strlen(s), NULL);
 }
 
-/* strings.ToUpper for ASCII letters; other runes are kept as they are. */
-static char *str_upper(const char *s)
+char *kiln_dockerfile_upper(const char *s)
 {
         char *r = kiln_xstrdup(s);
 
         for (char *p = r; *p; p++)
                 *p = ascii_toupper(*p);
         return r;
+}
+
+bool kiln_dockerfile_caseeq(const char *a, const char *b)
+{
+        for (; *a && ascii_tolower(*a) == ascii_tolower(*b); a++, b++)
+                ;
+        return ascii_tolower(*a) == ascii_tolower(*b);
 }
 
 /* Go's strings.TrimSpace of s[0..n) into a new string. */
@@ -153,124 +153,13 @@ static char *trim_space_dup(const char *s, size_t n)
 
 /* ------------------------------------------------------------- suggestions */
 
-/* Runes of s as Go's []rune(s): invalid bytes become U+FFFD. SIZE_MAX when
- * there are more than max. */
-static size_t to_runes(const char *s, uint32_t *out, size_t max)
-{
-        size_t n = 0, len = strlen(s);
-
-        for (size_t i = 0, w; i < len; i += w) {
-                if (n == max)
-                        return SIZE_MAX;
-                out[n++] = kiln_utf8_decode_rune(s + i, len - i, &w);
-        }
-        return n;
-}
-
-/* The edit distance between the runes of a and b: Levenshtein's
- * (insertions, deletions, substitutions), with transpose also counting the
- * swap of two neighbouring runes as one edit (the optimal string alignment
- * form of Damerau's distance). SIZE_MAX past SUGGEST_MAX_RUNES runes. */
-static size_t edit_distance(const char *a, const char *b, bool transpose)
-{
-        uint32_t ra[SUGGEST_MAX_RUNES], rb[SUGGEST_MAX_RUNES];
-        size_t na = to_runes(a, ra, ELEMENTSOF(ra)), nb = to_runes(b, rb, ELEMENTSOF(rb));
-        size_t rows[3][SUGGEST_MAX_RUNES + 1];
-        size_t *before = rows[0], *prev = rows[1], *cur = rows[2];
-
-        if (na == SIZE_MAX || nb == SIZE_MAX)
-                return SIZE_MAX;
-        for (size_t j = 0; j <= nb; j++)
-                prev[j] = j;
-        for (size_t i = 1; i <= na; i++) {
-                size_t *t;
-
-                cur[0] = i;
-                for (size_t j = 1; j <= nb; j++) {
-                        size_t best = prev[j - 1] + (ra[i - 1] == rb[j - 1] ? 0 : 1);
-
-                        if (prev[j] + 1 < best)
-                                best = prev[j] + 1;
-                        if (cur[j - 1] + 1 < best)
-                                best = cur[j - 1] + 1;
-                        if (transpose && i > 1 && j > 1 && ra[i - 1] == rb[j - 2] &&
-                            ra[i - 2] == rb[j - 1] && before[j - 2] + 1 < best)
-                                best = before[j - 2] + 1;
-                        cur[j] = best;
-                }
-                t = before;
-                before = prev;
-                prev = cur;
-                cur = t;
-        }
-        return prev[nb];
-}
-
-/* suggest.Search's matchCase: the (lower-case) option in upper case when
- * what was written is all upper case and not all lower case. */
-static char *match_case(const char *opt, const char *orig)
-{
-        _cleanup_free_ char *lower = go_lower(orig), *upper = str_upper(orig);
-
-        if (!streq(lower, orig) && streq(upper, orig))
-                return str_upper(opt);
-        return go_lower(opt);
-}
-
-/* How suggest() reads its options. */
-enum {
-        SUGGEST_CASE_SENSITIVE = 1 << 0,
-        /* BuildKit hands these options over in a map's random order, so which
-         * of the equally close it names is open: kiln takes the one with the
-         * fewest edits when a swap of two neighbours counts as one, then the
-         * first in alphabetical order. Otherwise the first in the list wins,
-         * as in BuildKit. */
-        SUGGEST_ANY_ORDER = 1 << 1,
-};
-
-/* BuildKit's suggest.Search: the closest option within SUGGEST_MAX_DISTANCE
- * edits, or NULL (also for an exact match). A case-insensitive match takes
- * the case of val when val is all lower or all upper case. Returns a new
- * string. */
-static char *suggest(const char *val, const char *const *opts, size_t n, unsigned flags)
-{
-        bool case_sensitive = flags & SUGGEST_CASE_SENSITIVE;
-        _cleanup_free_ char *v = case_sensitive ? kiln_xstrdup(val) : go_lower(val);
-        const char *match = NULL;
-        size_t mindist = SIZE_MAX, min_swaps = SIZE_MAX;
-
-        for (size_t i = 0; i < n; i++) {
-                _cleanup_free_ char *o = case_sensitive ? kiln_xstrdup(opts[i]) : go_lower(opts[i]);
-                size_t d, swaps = 0;
-
-                if (streq(v, o))
-                        return NULL;
-                d = edit_distance(v, o, false);
-                if (d > SUGGEST_MAX_DISTANCE || d > mindist)
-                        continue;
-                if (flags & SUGGEST_ANY_ORDER)
-                        swaps = edit_distance(v, o, true);
-                if (d == mindist && (!(flags & SUGGEST_ANY_ORDER) || swaps > min_swaps ||
-                                     (swaps == min_swaps && strcmp(opts[i], match) >= 0)))
-                        continue;
-                match = opts[i];
-                mindist = d;
-                min_swaps = swaps;
-        }
-        if (!match)
-                return NULL;
-        if (case_sensitive)
-                return kiln_xstrdup(match);
-        return match_case(match, val);
-}
-
 /* fail() with BuildKit's suggest.WrapError suffix " (did you mean X?)". */
 static int fail_suggest(struct kiln_error **err, const char *val, const char *const *opts, size_t n,
                         unsigned flags, const char *fmt, ...) _printf_(6, 7);
 static int fail_suggest(struct kiln_error **err, const char *val, const char *const *opts, size_t n,
                         unsigned flags, const char *fmt, ...)
 {
-        _cleanup_free_ char *msg = NULL, *match = suggest(val, opts, n, flags);
+        _cleanup_free_ char *msg = NULL, *match = kiln_suggest(val, opts, n, flags);
         va_list ap;
 
         va_start(ap, fmt);
@@ -524,7 +413,7 @@ static int go_ram_in_bytes(const char *s, int64_t *ret)
         /* the length is checked before lowering, which may shorten it */
         if (strlen(s + sep + 1) > 3)
                 return -EINVAL;
-        sfx = go_lower(s + sep + 1);
+        sfx = kiln_dockerfile_lower(s + sep + 1);
         sl = strlen(sfx);
         if (sl > 0 && sfx[0] == 'b') {
                 if (sl > 1)
@@ -712,7 +601,7 @@ static int bflags_parse(struct bflags *bf, struct kiln_error **err)
                         for (size_t j = 0; j < bf->n_defs; j++)
                                 names[j] = bf->defs[j].name;
                         return fail_suggest(err, flag_name + 2, names, bf->n_defs,
-                                            SUGGEST_CASE_SENSITIVE | SUGGEST_ANY_ORDER,
+                                            KILN_SUGGEST_CASE_SENSITIVE | KILN_SUGGEST_ANY_ORDER,
                                             "unknown flag: %s", flag_name);
                 }
                 if (f->used && f->type != FLAG_STRINGS)
@@ -724,9 +613,9 @@ static int bflags_parse(struct bflags *bf, struct kiln_error **err)
                 case FLAG_BOOL:
                         if (value && !*value)
                                 return fail(err, "missing a value on flag: %s", flag_name);
-                        if (!value || !strcasecmp(value, "true"))
+                        if (!value || kiln_dockerfile_caseeq(value, "true"))
                                 f->bval = true;
-                        else if (!strcasecmp(value, "false"))
+                        else if (kiln_dockerfile_caseeq(value, "false"))
                                 f->bval = false;
                         else
                                 return fail(err, "expecting boolean value for flag %s, not: %s",
@@ -1237,8 +1126,8 @@ static int parse_from(struct req *r, struct kiln_dockerfile_stage **ret, struct 
         struct flag *platform;
         int q;
 
-        if (r->n_args == 3 && !strcasecmp(r->args[1], "as")) {
-                name = go_lower(r->args[2]);
+        if (r->n_args == 3 && kiln_dockerfile_caseeq(r->args[1], "as")) {
+                name = kiln_dockerfile_lower(r->args[2]);
                 if (!valid_stage_name(name)) {
                         _cleanup_free_ char *qn = go_quote(r->args[2]);
 
@@ -1291,7 +1180,7 @@ static int parse_onbuild(struct req *r, struct kiln_dockerfile_cmd **ret, struct
         if (q < 0)
                 return q;
         t = trim_space_dup(r->args[0], strlen(r->args[0]));
-        trigger = str_upper(t);
+        trigger = kiln_dockerfile_upper(t);
         if (streq(trigger, "ONBUILD"))
                 return fail(err, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
         if (streq(trigger, "MAINTAINER") || streq(trigger, "FROM"))
@@ -1407,7 +1296,7 @@ static int option_bool(const char *key, const char *v, bool *ret, struct kiln_er
 static int option_enum(const char *v, const char *const *names, size_t n, const char *what,
                        size_t *ret, struct kiln_error **err)
 {
-        _cleanup_free_ char *lv = go_lower(v), *qv = NULL;
+        _cleanup_free_ char *lv = kiln_dockerfile_lower(v), *qv = NULL;
         ssize_t i = name_index(lv, names, n);
 
         if (i >= 0) {
@@ -1415,8 +1304,8 @@ static int option_enum(const char *v, const char *const *names, size_t n, const 
                 return 0;
         }
         qv = go_quote(v);
-        return fail_suggest(err, v, names, n, SUGGEST_CASE_SENSITIVE, "unsupported %s %s", what,
-                            qv);
+        return fail_suggest(err, v, names, n, KILN_SUGGEST_CASE_SENSITIVE, "unsupported %s %s",
+                            what, qv);
 }
 
 /* mode, uid, gid: strconv.ParseUint(v, base, 32). */
@@ -1500,7 +1389,7 @@ static int mount_set(struct kiln_dockerfile_mount *m, const char *key, const cha
                 return option_uint32(key, v, 10, &m->uid, &m->has_uid, err);
         if (streq(key, "gid"))
                 return option_uint32(key, v, 10, &m->gid, &m->has_gid, err);
-        return fail_suggest(err, key, all_keys, ELEMENTSOF(all_keys), SUGGEST_CASE_SENSITIVE,
+        return fail_suggest(err, key, all_keys, ELEMENTSOF(all_keys), KILN_SUGGEST_CASE_SENSITIVE,
                             "unexpected key '%s' in '%s'", key, field);
 }
 
@@ -1651,8 +1540,8 @@ static int parse_device(const char *val, struct kiln_dockerfile_device *d, struc
                         q = fail(err, "invalid field '%s' must be a key=value pair", field);
                 else
                         q = fail_suggest(err, key, all_keys, ELEMENTSOF(all_keys),
-                                         SUGGEST_CASE_SENSITIVE, "unexpected key '%s' in '%s'", key,
-                                         field);
+                                         KILN_SUGGEST_CASE_SENSITIVE, "unexpected key '%s' in '%s'",
+                                         key, field);
         }
         strv_free(fields, n_fields);
         if (q < 0) {
@@ -1760,7 +1649,7 @@ static int parse_healthcheck(struct req *r, struct kiln_dockerfile_cmd **ret,
                 return err_at_least_one(err, "HEALTHCHECK");
         c = cmd_new(r, KILN_DOCKERFILE_CMD_HEALTHCHECK);
         hc = &c->healthcheck;
-        typ = str_upper(r->args[0]);
+        typ = kiln_dockerfile_upper(r->args[0]);
         if (streq(typ, "NONE")) {
                 /* BuildKit does not look at the flags of HEALTHCHECK NONE */
                 if (r->n_args != 1)
@@ -1971,7 +1860,7 @@ static int parse_node(const struct kiln_dockerfile_node *node, struct kiln_docke
                 q = parse_shell(&r, cmd, err);
         else
                 q = fail_suggest(err, r.command, instruction_names, ELEMENTSOF(instruction_names),
-                                 SUGGEST_ANY_ORDER, "unknown instruction: %s", r.command);
+                                 KILN_SUGGEST_ANY_ORDER, "unknown instruction: %s", r.command);
 out:
         req_release(&r);
         return q;
@@ -2042,8 +1931,6 @@ int kiln_dockerfile_instructions_parse(const struct kiln_dockerfile_node *root, 
                 if (q < 0) {
                         kiln_dockerfile_cmd_free(cmd);
                         kiln_dockerfile_stage_free(stage);
-                        (void) kiln_error_wrap(err, "dockerfile parse error on line %u",
-                                               n->start_line);
                         return wrap_location(err, file, n->start_line);
                 }
                 if (stage) {
@@ -2081,7 +1968,7 @@ int kiln_dockerfile_instructions_parse(const struct kiln_dockerfile_node *root, 
 ssize_t kiln_dockerfile_find_stage(const struct kiln_dockerfile_instructions *d, const char *name)
 {
         for (size_t i = 0; i < d->n_stages; i++)
-                if (!strcasecmp(d->stages[i].name, name))
+                if (kiln_dockerfile_caseeq(d->stages[i].name, name))
                         return (ssize_t) i;
         return -1;
 }

@@ -273,10 +273,11 @@ struct kiln_dockerfile_instructions {
  * *ret (free with kiln_dockerfile_instructions_free) and returns 0. On
  * failure returns -EINVAL (or -E2BIG past a limit) and sets *err to
  * "file:line: <BuildKit's text>" with err->line (and err->file) set to the
- * instruction's first line. An instruction's own errors read, as BuildKit's,
- * "dockerfile parse error on line N: unknown instruction: FOO (did you mean
- * FROM?)"; an instruction other than ARG before the first FROM gives "no
- * build stage in current context". Thread-safe for distinct trees.
+ * instruction's first line. The location is said once, where BuildKit adds
+ * "dockerfile parse error on line N: " to it: "Dockerfile:3: unknown
+ * instruction: FOO (did you mean FROM?)"; an instruction other than ARG
+ * before the first FROM gives "no build stage in current context".
+ * Thread-safe for distinct trees.
  */
 int kiln_dockerfile_instructions_parse(const struct kiln_dockerfile_node *root, const char *file,
                                        struct kiln_dockerfile_instructions **ret,
@@ -389,3 +390,19 @@ const char *kiln_dockerfile_mount_type_name(enum kiln_dockerfile_mount_type t);
 const char *kiln_dockerfile_network_name(enum kiln_dockerfile_network n);
 const char *kiln_dockerfile_security_name(enum kiln_dockerfile_security s);
 const char *kiln_dockerfile_sharing_name(enum kiln_dockerfile_mount_sharing s);
+
+/*
+ * Case mapping as BuildKit's frontend does it, for every part of the
+ * Dockerfile frontend. Pure: thread safe.
+ *
+ * kiln_dockerfile_lower: Go's strings.ToLower, rune by rune
+ * (unicode.ToLower), bytes that are not UTF-8 turning into U+FFFD; how
+ * instruction names, stage names and keys are folded. A new string.
+ * kiln_dockerfile_upper: strings.ToUpper for ASCII letters, other bytes
+ * kept. A new string.
+ * kiln_dockerfile_caseeq: strings.EqualFold for ASCII letters: a equals b
+ * but for the case of ASCII letters, whatever the locale.
+ */
+char *kiln_dockerfile_lower(const char *s);
+char *kiln_dockerfile_upper(const char *s);
+bool kiln_dockerfile_caseeq(const char *a, const char *b);

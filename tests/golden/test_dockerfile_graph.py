@@ -134,6 +134,30 @@ def test_context_source(tmp_path):
                       "name": "context", "shared_key_hint": "context"}]
 
 
+def test_sources_are_shared_across_platforms(tmp_path):
+    df = "FROM scratch\nCOPY a /a\nADD https://x.example/f /f\nADD https://g.example/a/b.git /g\n"
+    seen = []
+    for platform in ("linux/amd64", "linux/arm64"):
+        out = _graph(tmp_path, df, "--platform", platform)
+        sources = {d: op for d, op in _ops(out).items() if "source" in op["op"]}
+        assert len(sources) == 3
+        assert all("platform" not in op["op"] for op in sources.values())
+        seen.append(set(sources))
+    # the context, URL and repository are fetched once for every platform
+    assert seen[0] == seen[1]
+
+
+def test_git_checksum_must_be_a_commit(tmp_path):
+    p = _run(tmp_path, "FROM busybox\nADD --checksum=sha256:" + "a" * 64 +
+             " https://g.example/a/b.git#v1 /x\n")
+    assert p.returncode == 1
+    assert p.stderr.startswith("dockerfile-graph: Dockerfile:2: invalid checksum ")
+    out = _graph(tmp_path, "FROM busybox\nADD --checksum=0123abc https://g.example/a/b.git#v1 /x\n")
+    git = [op["op"]["source"]["git"] for op in out["graph"]["ops"]
+           if "git" in op["op"].get("source", {})]
+    assert git[0]["checksum"] == "0123abc"
+
+
 def test_errors(tmp_path):
     p = _run(tmp_path, "FROM alpine AS a\nCOPY --from=b / /\nFROM alpine AS b\nCOPY --from=a / /\n")
     assert p.returncode == 1

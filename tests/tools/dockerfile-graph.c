@@ -247,7 +247,11 @@ int main(int argc, char **argv)
         opt.dockerignore = ignore;
         opt.n_dockerignore = n_ignore;
 
-        _cleanup_free_ char *data = NULL;
+        /* Declared before the first goto, so every cleanup runs on NULL. */
+        _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+        _cleanup_(kiln_dockerfile_convert_result_freep) struct kiln_dockerfile_convert_result *res =
+                NULL;
+        _cleanup_free_ char *data = NULL, *graph = NULL;
         size_t len = 0;
         int r = read_file(file, &data, &len);
         if (r < 0) {
@@ -255,16 +259,12 @@ int main(int argc, char **argv)
                 goto out;
         }
 
-        _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
-        _cleanup_(kiln_dockerfile_convert_result_freep) struct kiln_dockerfile_convert_result *res =
-                NULL;
         r = kiln_dockerfile_convert(data, len, &opt, &res, &err);
         if (r < 0) {
                 fprintf(stderr, "dockerfile-graph: %s\n", kiln_error_message(err));
                 goto out;
         }
 
-        _cleanup_free_ char *graph = NULL;
         (void) kiln_llb_def_to_json(res->def, &graph);
         json_error_t jerr;
         json_t *out = json_object();
