@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""'make bench', build part: kiln build beside buildah and dockerd's built-in
+BuildKit, in one run, on the same Dockerfiles and contexts:
+
+    cold     FROM busybox + RUN echo, nothing cached (the base image is
+             pulled from a local registry and unpacked)
+    cached   the same build again
+    copy     FROM busybox + COPY . of 5,000 files (40 MB), cold and cached
+
+Prints the medians, kiln's ratio to the faster peer, and the peak RSS of
+each daemon (kilnd, dockerd with its BuildKit; buildah has no daemon: the
+peak of one build). A peer that cannot run here is reported and skipped.
+Only 127.0.0.1 is contacted; dockerd runs with --iptables=false
+--bridge=none and its builds with --network none.
+"""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+import registries as R  # noqa: E402
+
+BUILD = pathlib.Path(os.environ.get("KILN_BUILD_DIR", REPO / "build"))
+RUNS = int(os.environ.get("KILN_BENCH_RUNS", "10"))
+DOCKER = "/usr/bin/docker"  # Debian's client, which drives dockerd 20.10's BuildKit
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, **kw)
+
+
+def vm_hwm(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def make_copy_context(d):
+    """5,000 files of 8 KiB in 50 directories: 40 MB."""
+    d.mkdir()
+    for i in range(50):
+        sub = d / f"d{i:02d}"
+        sub.mkdir()
+        for j in range(100):
+            (sub / f"f{j:03d}").write_bytes(os.urandom(8192))
+
+
+class Kiln:
+    def __init__(self, work, reg):
+        self.env = dict(os.environ, KILN_CONFIG=str(work / "kiln"), HOME=str(work))
+        self.toml = work / "buildkitd.toml"
+        self.toml.write_text("")
+        self.kiln = BUILD / "kiln"
+        self.fresh()
+
+    def fresh(self):
+        """A new builder: empty cache and store, daemon started."""
+        subprocess.run([self.kiln, "rm", "--force", "bench"], env=self.env,
+                       capture_output=True)
+        sh(f"{self.kiln} create --name bench --config {self.toml} --use --bootstrap",
+           env=self.env, stdout=subprocess.DEVNULL)
+
+    def prepare_cold(self):
+        return f"KILN_CONFIG={self.env['KILN_CONFIG']} HOME={self.env['HOME']} " \
+               f"{sys.executable} {__file__} --kiln-fresh"
+
+    def build(self, ctx, dockerfile):
+        return f"{self.kiln} build --progress quiet -f {dockerfile} {ctx}"
+
+    def pid(self):
+        return int((pathlib.Path(self.env["KILN_CONFIG"]) / "builders" / "bench" /
+                    "kilnd.pid").read_text())
+
+
+class Docker:
+    def __init__(self, work):
+        self.dir = work / "docker"
+        self.dir.mkdir()
+        self.sock = self.dir / "docker.sock"
+        self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}", DOCKER_BUILDKIT="1",
+                        HOME=str(work))
+        log = open(self.dir / "dockerd.log", "wb")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--iptables=false", "--bridge=none", "--data-root",
+             str(self.dir / "data"), "--exec-root", str(self.dir / "exec"), "--pidfile",
+             str(self.dir / "dockerd.pid"), "-H", f"unix://{self.sock}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        R.wait_for(lambda: subprocess.run([DOCKER, "version"], env=self.env,
+                                          capture_output=True).returncode == 0,
+                   "dockerd to answer", timeout=60, proc=self.proc)
+
+    def prepare_cold(self):
+        return f"DOCKER_HOST=unix://{self.sock} {DOCKER} builder prune -af >/dev/null; " \
+               f"DOCKER_HOST=unix://{self.sock} {DOCKER} image prune -af >/dev/null"
+
+    def build(self, ctx, dockerfile):
+        return f"DOCKER_HOST=unix://{self.sock} DOCKER_BUILDKIT=1 {DOCKER} build -q " \
+               f"--network none -f {dockerfile} {ctx} >/dev/null"
+
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class Buildah:
+    def __init__(self, work):
+        self.root = work / "buildah"
+        self.args = f"--root {self.root}/root --runroot {self.root}/run --storage-driver overlay"
+
+    def prepare_cold(self):
+        return f"buildah {self.args} rm -a >/dev/null 2>&1; " \
+               f"buildah {self.args} rmi -af >/dev/null 2>&1; true"
+
+    def build(self, ctx, dockerfile):
+        return f"buildah {self.args} bud -q --layers --isolation oci --runtime runc --network none " \
+               f"--tls-verify=false -f {dockerfile} {ctx} >/dev/null"
+
+
+def hyperfine(out, prepare, commands):
+    argv = ["hyperfine", "--runs", str(RUNS), "--export-json", str(out)]
+    for name, (prep, cmd) in commands.items():
+        argv += ["--prepare", prep] if prepare else []
+        argv += ["-n", name, cmd]
+    if not prepare:
+        argv[1:1] = ["--warmup", "2"]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return {r["command"]: r["median"] for r in json.loads(out.read_text())["results"]}
+
+
+def main():
+    if "--kiln-fresh" in sys.argv:  # hyperfine's --prepare for kiln's cold runs
+        k = Kiln.__new__(Kiln)
+        k.env = dict(os.environ)
+        k.kiln = BUILD / "kiln"
+        k.toml = pathlib.Path(k.env["HOME"]) / "buildkitd.toml"
+        k.fresh()
+        return
+    if os.geteuid() != 0:
+        sys.exit("bench/build.py runs containers: run it as root")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="kiln-bench-build-", dir="/var/tmp"))
+    stack = R.Stack()
+    try:
+        pki = R.Pki(work / "pki")
+        reg = R.Registry(pki, work / "registry", name="bench")
+        stack.push(reg.stop)
+        seeder = R.Seeder(R.Images(work / "images"), work / "skopeo")
+        seeder(reg, "library/busybox:latest", kind="small")
+        base = f"{reg.host}/library/busybox:latest"
+        ctx = work / "ctx"
+        ctx.mkdir()
+        run_df = work / "Dockerfile.run"
+        run_df.write_text(f"FROM {base}\nRUN echo hello\n")
+        copy_ctx = work / "copyctx"
+        make_copy_context(copy_ctx)
+        copy_df = work / "Dockerfile.copy"
+        copy_df.write_text(f"FROM {base}\nCOPY . /ctx/\n")
+
+        tools = {"kiln": Kiln(work, reg)}
+        stack.push(subprocess.run, [BUILD / "kiln", "rm", "--force", "bench"],
+                   )
+        if shutil.which("dockerd") and os.access(DOCKER, os.X_OK):
+            try:
+                tools["buildkit"] = Docker(work)
+                stack.push(tools["buildkit"].stop)
+            except Exception as e:  # noqa: BLE001
+                print(f"dockerd: skipped ({e})")
+        else:
+            print("dockerd: skipped (install docker.io)")
+        if shutil.which("buildah"):
+            tools["buildah"] = Buildah(work)
+        else:
+            print("buildah: skipped (install buildah)")
+
+        results = {}
+        for case, (c, df, cold) in {
+            "cold RUN": (ctx, run_df, True),
+            "cached RUN": (ctx, run_df, False),
+            "COPY 5000 cold": (copy_ctx, copy_df, True),
+            "COPY 5000 cached": (copy_ctx, copy_df, False),
+        }.items():
+            cmds = {name: (t.prepare_cold(), t.build(c, df)) for name, t in tools.items()}
+            results[case] = hyperfine(work / "h.json", cold, cmds)
+
+        print(f"{'case':<18}" + "".join(f"{n:>12}" for n in tools) + "   kiln vs faster peer")
+        for case, r in results.items():
+            peers = [v for n, v in r.items() if n != "kiln"]
+            ratio = f"{min(peers) / r['kiln']:.1f}x faster" if peers else "-"
+            print(f"{case:<18}" + "".join(f"{r[n] * 1e3:>10.0f}ms" for n in tools) +
+                  f"   {ratio}")
+        print(f"peak RSS: kilnd {vm_hwm(tools['kiln'].pid()) / 1024:.1f} MB", end="")
+        if "buildkit" in tools:
+            print(f", dockerd+BuildKit {vm_hwm(tools['buildkit'].pid()) / 1024:.1f} MB", end="")
+        if "buildah" in tools:
+            b = tools["buildah"]
+            p = subprocess.run(f"/usr/bin/time -f %M sh -c '{b.build(ctx, run_df)}'",
+                               shell=True, capture_output=True, text=True)
+            print(f", buildah (one build) {int(p.stderr.split()[-1]) / 1024:.1f} MB", end="")
+        print()
+    finally:
+        stack.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
