@@ -71,7 +71,8 @@ class Kiln:
                f"{sys.executable} {__file__} --kiln-fresh"
 
     def build(self, ctx, dockerfile):
-        return f"{self.kiln} build --progress quiet -f {dockerfile} {ctx}"
+        return f"KILN_CONFIG={self.env['KILN_CONFIG']} {self.kiln} build --progress quiet " \
+               f"-f {dockerfile} {ctx}"
 
     def pid(self):
         return int((pathlib.Path(self.env["KILN_CONFIG"]) / "builders" / "bench" /
@@ -165,8 +166,8 @@ def main():
         copy_df.write_text(f"FROM {base}\nCOPY . /ctx/\n")
 
         tools = {"kiln": Kiln(work, reg)}
-        stack.push(subprocess.run, [BUILD / "kiln", "rm", "--force", "bench"],
-                   )
+        stack.push(lambda: subprocess.run([BUILD / "kiln", "rm", "--force", "bench"],
+                                          env=tools["kiln"].env, capture_output=True))
         if shutil.which("dockerd") and os.access(DOCKER, os.X_OK):
             try:
                 tools["buildkit"] = Docker(work)

@@ -158,9 +158,114 @@
  * credentials, 502 for other registry failures (the message names the
  * reference and, for each host tried, its URL and what went wrong), 503
  * when the daemon runs as many operations as it allows, or is stopping.
+ *
+ * ---- Builds ----
+ *
+ * POST /v1/build: builds a Dockerfile (`kiln build`). The body (at most
+ * KILN_API_LIMIT_BUILD_REQUEST bytes) is a JSON object:
+ *
+ *   {"dockerfile": "FROM alpine\n...",    required: the Dockerfile's text
+ *    "dockerfileName": "Dockerfile",      for messages; default "Dockerfile"
+ *    "dockerignore": "...",               raw .dockerignore text; optional
+ *    "contextKey": "<key>",               required: a stable key of the
+ *                                         client's context directory (the
+ *                                         daemon keeps one copy per key and
+ *                                         asks only for what changed)
+ *    "buildArgs": {"K": "V"},             --build-arg
+ *    "labels": {"K": "V"},                --label
+ *    "target": "stage",                   --target; default the last stage
+ *    "platform": "linux/arm64",           --platform; default the daemon's
+ *    "noCache": false,                    --no-cache
+ *    "noCacheFilter": ["stage"],          --no-cache-filter
+ *    "addHosts": ["host:1.2.3.4"],        --add-host
+ *    "network": "default",                --network: default | none | host
+ *                                         (kilnd refuses none and host for
+ *                                         now, with 400: a RUN takes
+ *                                         --network=none|host itself)
+ *    "allow": ["network.host"],           --allow: entitlements the build
+ *                                         asks for (network.host,
+ *                                         security.insecure); the daemon's
+ *                                         insecure-entitlements must grant
+ *                                         them, and a RUN --network=host or
+ *                                         --security=insecure needs them
+ *    "secrets": [{"id": "x", "data": "<base64>"}],
+ *                                         --secret: the contents, sent by the
+ *                                         client; kept only in memory
+ *    "ssh": [{"id": "default", "path": "/run/agent.sock"}]}
+ *                                         --ssh: agent sockets on the daemon's
+ *                                         host
+ *
+ * Every key but "dockerfile" and "contextKey" is optional; unknown keys
+ * are refused (400). The answer is an event stream (see Images) whose
+ * events are:
+ *
+ *   build            id                  first: the build's id, used by the
+ *                                        context endpoints below
+ *   vertex           digest, name, inputs[], started, completed, cached,
+ *                    error               a step (op digest), its full state
+ *                                        each time it changes; started and
+ *                                        completed are RFC 3339 times
+ *   status           vertex, id, name, current, total, started, completed
+ *                                        progress inside a step (pull,
+ *                                        unpack, transfer)
+ *   log              vertex, stream (1 or 2), data (base64)
+ *                                        output of a step; "time" is when
+ *                                        it was written
+ *   warning          rule, message, url, line
+ *                                        a Dockerfile lint warning
+ *   context-request  name, followPaths[], includePatterns[], excludePatterns[]
+ *                                        the daemon needs the local source
+ *                                        name ("context", or a named one):
+ *                                        the client answers with the two
+ *                                        context requests below (on another
+ *                                        connection, while it keeps reading
+ *                                        the stream), within
+ *                                        KILN_API_CONTEXT_TIMEOUT_S seconds
+ *                                        for each. Sent when the solver
+ *                                        first needs the source (once per
+ *                                        name), so base image pulls may
+ *                                        already be running; a fully cached
+ *                                        build still asks (the cache key
+ *                                        of a COPY is the content of what
+ *                                        it copies).
+ *   result           config (the image config, a JSON object), snapshot
+ *                                        (the result's snapshot id; absent
+ *                                        for an empty scratch result)
+ *   error            error               final: the build failed
+ *
+ * POST /v1/build/<id>/context/<name>: the entries of the local source
+ * name of build id, as the client's directory holds them after its
+ * patterns and .dockerignore:
+ *
+ *   request  {"entries": [{"path": "a/b", "mode": 33188, "size": 12,
+ *                          "mtime": 1700000000000000000, "uid": 0,
+ *                          "gid": 0, "link": "target"}, ...]}
+ *            path: relative, '/'-separated, no "." or ".." component,
+ *            no leading or trailing '/', strictly sorted (byte order),
+ *            parent directories listed before what they hold; mode:
+ *            st_mode with the type bits (regular, directory or symlink
+ *            only); mtime in nanoseconds; link only for symlinks. At
+ *            most KILN_API_LIMIT_CONTEXT_ENTRIES entries.
+ *   answer   {"need": ["a/b", ...]}  regular files whose content the
+ *            daemon does not have yet, in entry order
+ *
+ * PUT /v1/build/<id>/context/<name>: "Content-Type: application/x-tar",
+ * an uncompressed tar of exactly the needed files (possibly empty: it is
+ * sent even when nothing is needed, and completes the context); answer
+ * {"files": N, "bytes": N} once the files are in place (the build then
+ * goes on). 404 for an unknown (or ended) build or a name it did not ask
+ * for; 409 when the step comes out of order (a PUT before the entries,
+ * entries posted twice), or the build is over; 400 for entries or a tar
+ * that break the rules (a tar entry that is not a needed regular file, a
+ * needed file missing). A failed POST of the entries may be retried; a
+ * failed tar fails the build with the same message. The PUT body may be
+ * at most 64 GiB; the POST body 256 MiB.
+ *
+ * A client that disconnects from the build's stream cancels the build.
  */
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -173,6 +278,8 @@ struct kiln_config;
 #define KILN_API_PATH_PULL               "/v1/pull"
 #define KILN_API_PATH_IMAGETOOLS_INSPECT "/v1/imagetools/inspect"
 #define KILN_API_PATH_IMAGETOOLS_CREATE  "/v1/imagetools/create"
+#define KILN_API_PATH_BUILD              "/v1/build"
+#define KILN_API_CONTENT_TYPE_TAR        "application/x-tar"
 #define KILN_API_CONTENT_TYPE_JSON       "application/json"
 #define KILN_API_CONTENT_TYPE_NDJSON     "application/x-ndjson"
 #define KILN_API_HEADER_DOCKER_DIGEST    "Docker-Content-Digest"
@@ -371,3 +478,193 @@ int kiln_api_inspect_to_json(const struct kiln_api_inspect *in, json_t **ret);
 int kiln_api_inspect_from_json(const json_t *j, struct kiln_api_inspect *ret,
                                struct kiln_error **err);
 void kiln_api_inspect_release(struct kiln_api_inspect *in);
+
+/* ---- builds ---- */
+
+/* The POST /v1/build body. */
+#define KILN_API_LIMIT_BUILD_REQUEST (64u << 20)
+/* Build args, labels, no-cache filters, add-hosts of one request. */
+#define KILN_API_LIMIT_BUILD_ITEMS 4096u
+/* Secrets and ssh sockets of one request. */
+#define KILN_API_LIMIT_BUILD_SECRETS 256u
+/* Entries of one context (POST .../context/<name>). */
+#define KILN_API_LIMIT_CONTEXT_ENTRIES 1000000u
+/* A context entry's path and link target. */
+#define KILN_API_LIMIT_CONTEXT_PATH 4096u
+/* A local source name (".../context/<name>"). */
+#define KILN_API_LIMIT_CONTEXT_NAME 256u
+/* A request's contextKey. */
+#define KILN_API_LIMIT_CONTEXT_KEY 1024u
+/* Seconds the daemon waits for a requested context. */
+#define KILN_API_CONTEXT_TIMEOUT_S 600u
+
+/* "/v1/build/<id>/context/<name>" into a malloc'd string (id and name are
+ * used as they are: build ids are hex, names [A-Za-z0-9_.-]). */
+char *kiln_api_build_context_path(const char *build_id, const char *name);
+
+/* A name with its value (build args, labels). */
+struct kiln_api_kv {
+        char *key;
+        char *value;
+};
+
+struct kiln_api_build_secret {
+        char *id;
+        uint8_t *data; /* decoded; wiped and freed by the release function */
+        size_t len;
+};
+
+struct kiln_api_build_ssh {
+        char *id;
+        char *path;
+};
+
+/* POST /v1/build's body. Everything is owned by the struct: release with
+ * kiln_api_build_request_release (which wipes the secrets). Encoding
+ * leaves NULL/empty members out. */
+struct kiln_api_build_request {
+        char *dockerfile; /* required */
+        char *dockerfile_name;
+        char *dockerignore;
+        char *context_key; /* required */
+        struct kiln_api_kv *build_args;
+        size_t n_build_args;
+        struct kiln_api_kv *labels;
+        size_t n_labels;
+        char *target;
+        char *platform;
+        bool no_cache;
+        char **no_cache_filter;
+        size_t n_no_cache_filter;
+        char **add_hosts;
+        size_t n_add_hosts;
+        char *network; /* NULL, "default", "none" or "host" */
+        char **allow;  /* "network.host", "security.insecure" */
+        size_t n_allow;
+        struct kiln_api_build_secret *secrets;
+        size_t n_secrets;
+        struct kiln_api_build_ssh *ssh;
+        size_t n_ssh;
+};
+
+/* Encodes r (secrets base64-encoded). Returns 0, or -ENOMEM. Any thread. */
+int kiln_api_build_request_to_json(const struct kiln_api_build_request *r, json_t **ret);
+/* Strict: unknown keys, wrong types, missing required keys, more than the
+ * limits above, a secret that is not base64, duplicate secret or ssh ids,
+ * a network other than default/none/host all fail with -EINVAL (or
+ * -E2BIG) and a message for the client naming the key ("build request:
+ * \"secrets\"[1]: \"data\" is not base64"). Secret contents never appear
+ * in messages. Build args and labels come in the object's order (keys are
+ * unique: a client folds repeated --build-arg K=V, the last one winning). */
+int kiln_api_build_request_from_json(const json_t *j, struct kiln_api_build_request *ret,
+                                     struct kiln_error **err);
+void kiln_api_build_request_release(struct kiln_api_build_request *r);
+
+/* One entry of a context list. */
+struct kiln_api_context_entry {
+        char *path;
+        uint32_t mode; /* st_mode, type bits included */
+        uint64_t size;
+        int64_t mtime_ns;
+        uint32_t uid;
+        uint32_t gid;
+        char *link; /* symlinks only, else NULL */
+};
+
+/* {"entries": [...]}. Returns 0 or -ENOMEM. */
+int kiln_api_context_entries_to_json(const struct kiln_api_context_entry *entries, size_t n,
+                                     json_t **ret);
+/* Strict, with the rules of the contract comment (relative clean paths,
+ * strictly sorted, types, link only on symlinks, limits): -EINVAL and a
+ * message naming the entry. *ret is a new array the caller frees with
+ * kiln_api_context_entries_free. */
+int kiln_api_context_entries_from_json(const json_t *j, struct kiln_api_context_entry **ret,
+                                       size_t *n_ret, struct kiln_error **err);
+void kiln_api_context_entries_free(struct kiln_api_context_entry *entries, size_t n);
+
+/* {"need": [...]} both ways; paths are borrowed when encoding; decoding
+ * makes a NULL-terminated array (count also in *n_ret) freed with
+ * kiln_api_strv_free. */
+int kiln_api_context_need_to_json(const char *const *paths, size_t n, json_t **ret);
+int kiln_api_context_need_from_json(const json_t *j, char ***ret, size_t *n_ret,
+                                    struct kiln_error **err);
+
+/* {"files": N, "bytes": N} both ways. */
+int kiln_api_context_upload_result_to_json(uint64_t files, uint64_t bytes, json_t **ret);
+int kiln_api_context_upload_result_from_json(const json_t *j, uint64_t *files, uint64_t *bytes,
+                                             struct kiln_error **err);
+
+enum kiln_api_build_event_type {
+        KILN_API_BUILD_EVENT_BUILD,
+        KILN_API_BUILD_EVENT_VERTEX,
+        KILN_API_BUILD_EVENT_STATUS,
+        KILN_API_BUILD_EVENT_LOG,
+        KILN_API_BUILD_EVENT_WARNING,
+        KILN_API_BUILD_EVENT_CONTEXT_REQUEST,
+        KILN_API_BUILD_EVENT_RESULT,
+        KILN_API_BUILD_EVENT_ERROR,
+        _KILN_API_BUILD_EVENT_TYPE_MAX,
+        _KILN_API_BUILD_EVENT_TYPE_INVALID = -EINVAL,
+};
+
+const char *kiln_api_build_event_type_to_string(enum kiln_api_build_event_type t);
+enum kiln_api_build_event_type kiln_api_build_event_type_from_string(const char *s);
+
+/* One event of a build stream. Which members are used depends on type
+ * (see the contract comment); NULL strings and empty arrays are absent.
+ * Encoding borrows everything; decoding fills owned copies released by
+ * kiln_api_build_event_release. */
+struct kiln_api_build_event {
+        enum kiln_api_build_event_type type;
+        char *time;
+        char *id;      /* build: the build id; status: the status id */
+        char *digest;  /* vertex */
+        char *vertex;  /* status, log: the vertex digest */
+        char *name;    /* vertex, status; context-request: the source name */
+        char **inputs; /* vertex */
+        size_t n_inputs;
+        char *started;   /* vertex, status: RFC 3339 or NULL */
+        char *completed; /* vertex, status */
+        bool cached;     /* vertex */
+        char *error;     /* vertex (its failure), error */
+        int64_t current; /* status */
+        int64_t total;   /* status; 0: unknown */
+        int stream;      /* log: 1 or 2 */
+        uint8_t *data;   /* log: raw bytes (base64 on the wire) */
+        size_t len;
+        char *rule; /* warning */
+        char *message;
+        char *url;
+        unsigned line;
+        char **follow_paths; /* context-request */
+        size_t n_follow_paths;
+        char **include_patterns;
+        size_t n_include_patterns;
+        char **exclude_patterns;
+        size_t n_exclude_patterns;
+        json_t *config; /* result: the image config (a reference) */
+        char *snapshot; /* result */
+};
+
+/* Returns 0, -EINVAL for a type out of range, or -ENOMEM. Any thread. */
+int kiln_api_build_event_to_json(const struct kiln_api_build_event *ev, json_t **ret);
+/* Unknown keys are ignored; an unknown type fails with -EBADMSG naming it
+ * (a client may skip such events); known keys of the wrong type, a log's
+ * data that is not base64 fail with -EBADMSG. */
+int kiln_api_build_event_from_json(const json_t *j, struct kiln_api_build_event *ret,
+                                   struct kiln_error **err);
+void kiln_api_build_event_release(struct kiln_api_build_event *ev);
+
+/* A CLOCK_REALTIME time in nanoseconds as events carry it, in the format
+ * of kiln_api_time_now. */
+void kiln_api_time_format(int64_t ns, char out[static KILN_API_TIME_SIZE]);
+
+/* Frees a NULL-terminated array of strings and the strings; NULL is
+ * fine. */
+void kiln_api_strv_free(char **v);
+
+/* Base64 (standard alphabet, padded), as the build messages carry bytes.
+ * Encode returns a malloc'd NUL-terminated string; decode returns -EINVAL
+ * for bad input (whitespace is not allowed) and a malloc'd buffer. */
+char *kiln_api_base64_encode(const void *data, size_t n);
+int kiln_api_base64_decode(const char *s, size_t n, uint8_t **ret, size_t *ret_len);

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "base/error.h"
 
@@ -124,6 +125,7 @@ extern const struct kiln_cli_command kiln_cli_command_rm;
 extern const struct kiln_cli_command kiln_cli_command_logs;
 extern const struct kiln_cli_command kiln_cli_command_version;
 extern const struct kiln_cli_command kiln_cli_command_pull;
+extern const struct kiln_cli_command kiln_cli_command_build;
 /* `kiln imagetools` alone (its help) and its verbs, which main.c
  * dispatches to when the next word names one. */
 extern const struct kiln_cli_command kiln_cli_command_imagetools;
@@ -196,3 +198,150 @@ char *kiln_cli_tabs_align(const char *text, size_t minwidth, size_t padding);
  * truncate, grouped by os/arch as buildx does ("linux/amd64 (+3)"), the
  * common architectures first, at most max groups, then "(N more)". */
 char *kiln_cli_platforms_format(const char *const *platforms, size_t n, bool truncate, size_t max);
+
+/* ---- Build progress (progress.c) ---- */
+
+struct kiln_api_build_event;
+
+/* Log lines of a vertex kept to be shown again under a failed build (as
+ * BuildKit's printer keeps its last 10). */
+#define KILN_CLI_PROGRESS_ERROR_LOGS 10u
+/* Vertexes of one build tracked by the renderer. */
+#define KILN_CLI_LIMIT_PROGRESS_VERTEXES 100000u
+/* Statuses per vertex, and warnings of one build. */
+#define KILN_CLI_LIMIT_PROGRESS_STATUSES 10000u
+/* Bytes of log text a vertex keeps while it is not the one being printed. */
+#define KILN_CLI_LIMIT_PROGRESS_PENDING_LOG (4u << 20)
+
+enum kiln_cli_progress_mode {
+        KILN_CLI_PROGRESS_AUTO,    /* tty when the output is a terminal, else plain */
+        KILN_CLI_PROGRESS_PLAIN,   /* BuildKit's plain printer */
+        KILN_CLI_PROGRESS_TTY,     /* a redrawn view; the output must be a terminal */
+        KILN_CLI_PROGRESS_QUIET,   /* nothing but errors */
+        KILN_CLI_PROGRESS_RAWJSON, /* one SolveStatus JSON object a line */
+        _KILN_CLI_PROGRESS_MODE_MAX,
+        _KILN_CLI_PROGRESS_MODE_INVALID = -EINVAL,
+};
+
+/* "auto", "plain", "tty", "quiet", "rawjson", and buildx's "none" (quiet);
+ * -EINVAL for anything else. */
+enum kiln_cli_progress_mode kiln_cli_progress_mode_from_string(const char *s);
+
+struct kiln_cli_progress_options {
+        enum kiln_cli_progress_mode mode;
+        int fd; /* where progress goes (stderr: 2); not closed */
+        /* "building with \"NAME\" instance using DRIVER driver": the #0 line
+         * of plain output, and the right-hand side of the tty header. NULL:
+         * none. Borrowed for the renderer's life. */
+        const char *desc;
+        const char *console_desc;
+        /* The clock (CLOCK_REALTIME, ns) the renderer schedules and times
+         * open intervals with; NULL: the real one. For tests. */
+        int64_t (*now_ns)(void);
+};
+
+struct kiln_cli_progress;
+
+/* A renderer. AUTO becomes TTY or PLAIN by isatty(fd); TTY on something
+ * that is not a terminal fails with -ENOTTY ("failed to get console: ...").
+ * Owned by the caller (kiln_cli_progress_free). One thread. */
+int kiln_cli_progress_new(const struct kiln_cli_progress_options *o, struct kiln_cli_progress **ret,
+                          struct kiln_error **err);
+struct kiln_cli_progress *kiln_cli_progress_free(struct kiln_cli_progress *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_cli_progress *, kiln_cli_progress_free);
+
+/* The mode in effect (AUTO resolved). */
+enum kiln_cli_progress_mode kiln_cli_progress_mode(const struct kiln_cli_progress *p);
+
+/* Takes one progress event of a build stream (vertex, status, log,
+ * warning; other types are ignored) and prints what it changes, as
+ * BuildKit's display does with one SolveStatus. The event is borrowed. A
+ * warning names no vertex: it belongs to the first vertex (the Dockerfile's
+ * "load build definition"), as BuildKit attaches lint warnings there. */
+void kiln_cli_progress_event(struct kiln_cli_progress *p, const struct kiln_api_build_event *ev);
+
+/* The end of the stream: prints what is still pending and, for plain and
+ * tty, the logs of each failed vertex between "------" lines. Call once. */
+void kiln_cli_progress_done(struct kiln_cli_progress *p);
+
+/* The warnings of the build, as buildx lists them after the progress
+ * (" 1 warning found (use kiln --debug to expand):" and " - <short>" lines;
+ * with verbose, the URL too); nothing in quiet and rawjson modes. */
+void kiln_cli_progress_print_warnings(const struct kiln_cli_progress *p, FILE *f, bool verbose);
+size_t kiln_cli_progress_n_warnings(const struct kiln_cli_progress *p);
+/* The warnings as buildx writes them into --metadata-file
+ * ("buildx.build.warnings": [{"vertex", "level", "short" (base64),
+ * "url"}]); a new reference, or NULL when there is none. */
+json_t *kiln_cli_progress_warnings_json(const struct kiln_cli_progress *p);
+
+/* Docker's units.Bytes with "%.2f", as BuildKit prints sizes: "123B",
+ * "1.23kB", "3.62MB". */
+void kiln_cli_progress_format_bytes(int64_t n, char out[static 32]);
+
+/* ---- Build context (context.c) ---- */
+
+struct kiln_api_context_entry;
+
+/* Bytes of one .dockerignore and of a Dockerfile read by the client. */
+#define KILN_CLI_LIMIT_DOCKERFILE (16u << 20)
+/* Entries of one context walk (the API's limit). */
+#define KILN_CLI_LIMIT_CONTEXT_ENTRIES 1000000u
+/* Directory depth of a context walk. */
+#define KILN_CLI_LIMIT_CONTEXT_DEPTH 256u
+
+/* What a context walk selects, as BuildKit's fsutil filter: a path is kept
+ * when it matches an include pattern (or none is given) and matches no
+ * exclude pattern; the .dockerignore patterns are exclude patterns too;
+ * follow paths are added to the include patterns after their symbolic
+ * links were resolved (the links and their targets). All borrowed. */
+struct kiln_cli_context_filter {
+        const char *const *ignore; /* .dockerignore patterns */
+        size_t n_ignore;
+        const char *const *include;
+        size_t n_include;
+        const char *const *exclude;
+        size_t n_exclude;
+        const char *const *follow_paths;
+        size_t n_follow_paths;
+};
+
+/* Walks the directory dir_fd (name: what errors call it) without following
+ * symbolic links and lists what the filter keeps: directories (every
+ * parent of a kept path too), regular files and symbolic links (target
+ * recorded, never followed), from lstat: mode (type bits included), size,
+ * mtime in ns, uid, gid; sorted by path (strcmp), relative, clean. Other
+ * file types (sockets, fifos, devices) are left out. *ret is freed with
+ * kiln_api_context_entries_free. Errors name the path. */
+int kiln_cli_context_walk(int dir_fd, const char *name, const struct kiln_cli_context_filter *f,
+                          struct kiln_api_context_entry **ret, size_t *n_ret,
+                          struct kiln_error **err);
+
+/* The .dockerignore that applies, as BuildKit's dockerui picks it:
+ * <dockerfile>.dockerignore beside the Dockerfile when dockerfile (a path
+ * as given to -f, relative to the working directory) is not NULL and that
+ * file exists, else <context>/.dockerignore. Returns 1 and *ret (its text,
+ * malloc'd, NUL-terminated) when one exists, 0 (*ret NULL) when none. */
+int kiln_cli_context_dockerignore(int dir_fd, const char *name, const char *dockerfile, char **ret,
+                                  struct kiln_error **err);
+
+/* An uncompressed pax tar of the regular files paths[0..n) of dir_fd (the
+ * entries' own paths, borrowed for the stream's life), produced as it is
+ * read: at most one file chunk is held in memory. Headers carry the
+ * entries' metadata; a file that changed size since it was listed fails
+ * the stream. Files are opened beneath dir_fd without following any
+ * symbolic link. cancel (NULL: never) is checked between chunks. */
+struct kiln_cli_context_tar;
+
+int kiln_cli_context_tar_new(int dir_fd, const char *name,
+                             const struct kiln_api_context_entry *entries, size_t n_entries,
+                             const char *const *paths, size_t n, const volatile int *cancel,
+                             struct kiln_cli_context_tar **ret, struct kiln_error **err);
+/* Up to n bytes of the tar into buf: the count, 0 at its end, or -errno
+ * with *err set (-ECANCELED when cancelled). */
+ssize_t kiln_cli_context_tar_read(struct kiln_cli_context_tar *t, void *buf, size_t n,
+                                  struct kiln_error **err);
+/* Files and bytes of content sent so far. */
+void kiln_cli_context_tar_stats(const struct kiln_cli_context_tar *t, uint64_t *files,
+                                uint64_t *bytes);
+struct kiln_cli_context_tar *kiln_cli_context_tar_free(struct kiln_cli_context_tar *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_cli_context_tar *, kiln_cli_context_tar_free);

@@ -11,11 +11,14 @@
  * a worker thread of its own and hands its events and answer to the loop
  * under the operation's lock (kiln_daemon_op.lock), waking the loop
  * through the daemon's eventfd (wake_fd). Every MHD call stays on the loop
- * thread.
+ * thread. A build (struct kiln_daemon_build) shares the state of its local
+ * sources between its worker, the solver's threads and the workers of its
+ * context transfers, under its own lock.
  */
 
 #include <jansson.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -33,6 +36,11 @@ struct kiln_content_store;
 struct kiln_registry_client;
 struct kiln_registry_event;
 struct kiln_registry_transfer_manager;
+struct kiln_snapshot_store;
+struct kiln_solver;
+struct kiln_source_local_context;
+struct kiln_source_local_store;
+struct kiln_source_local_transfer;
 
 /* A TLS certificate, key or CA bundle read for --tlscert/--tlskey/--tlscacert. */
 #define KILN_DAEMON_LIMIT_PEM (1u << 20)
@@ -59,6 +67,21 @@ struct kiln_registry_transfer_manager;
 /* After a stop signal, how long streams get to deliver their last events
  * once every operation has ended. */
 #define KILN_DAEMON_STOP_DRAIN_MS 2000
+
+/* The body of POST /v1/build/<id>/context/<name>: the entry list (about
+ * 150 bytes an entry, KILN_API_LIMIT_CONTEXT_ENTRIES of them). */
+#define KILN_DAEMON_LIMIT_CONTEXT_ENTRIES_BODY (256u << 20)
+/* The tar of one PUT /v1/build/<id>/context/<name>, streamed to a file. */
+#define KILN_LIMIT_CONTEXT_UPLOAD (64ull << 30)
+/* How long a build waits for the client to post a requested context's
+ * entries, or its tar after the entries (the wait restarts at each step). */
+#define KILN_DAEMON_CONTEXT_TIMEOUT_S KILN_API_CONTEXT_TIMEOUT_S
+/* Local sources (the context, named contexts) one build may request. */
+#define KILN_DAEMON_BUILD_LOCALS 16u
+/* Distinct base images one build resolves (its resolver cache). */
+#define KILN_DAEMON_BUILD_IMAGES 1024u
+/* A build id: 16 random bytes in hex. */
+#define KILN_DAEMON_BUILD_ID_LEN 32u
 
 /* What an event of the daemon's epoll set is about: epoll_event.data.ptr
  * points at one of these, the first member of its owner. */
@@ -122,18 +145,44 @@ struct kiln_daemon {
          * request), newest first; n_running of them have a live thread. */
         struct kiln_daemon_op *ops;
         unsigned n_running;
+        unsigned n_counted; /* those of them that count against the limit */
         unsigned next_op_id;
         /* A stop signal arrived: new operations are refused, running ones
          * are cancelled. */
         bool stopping;
+
+        /* Builds (build.c): <root>/snapshots, <root>/local and the solver,
+         * all thread safe; the resolv.conf given to RUN steps when [dns]
+         * is set (NULL: the host's); where context uploads are spooled
+         * (<root>/local/tmp). */
+        struct kiln_snapshot_store *snapshots;
+        struct kiln_source_local_store *locals;
+        struct kiln_solver *solver;
+        char *resolv_conf;
+        char *upload_dir;
+        /* Builds whose operation lives, so that the context endpoints find
+         * them by id. Loop thread only. */
+        struct kiln_daemon_build *builds;
 };
 
 /* What the HTTP handler remembers between MHD's calls for one request
  * (server.c owns it; handlers see it). */
 struct kiln_daemon_request {
         struct kiln_daemon_listener *listener;
-        struct kiln_buf body;      /* at most KILN_LIMIT_API_REQUEST bytes */
+        struct kiln_buf body;      /* at most the route's limit (default KILN_LIMIT_API_REQUEST) */
         struct kiln_daemon_op *op; /* a reference, when an operation answers it */
+        /* A streamed body (PUT of a context): written to upload_fd as it
+         * arrives, up to upload_limit bytes; upload_error (malloc'd) when a
+         * write failed (the rest of the body is then read and dropped, and
+         * the handler answers with the error). */
+        int upload_fd;
+        uint64_t upload_len;
+        uint64_t upload_limit;
+        char *upload_error;
+        /* Set by a handler: called when the request is over (MHD's
+         * completed callback), on the loop thread, with data. */
+        void (*done)(struct kiln_daemon_request *req, void *data);
+        void *data;
 };
 
 /* Creates the socket for l->parsed, listening, in l->fd. A unix socket's
@@ -221,6 +270,10 @@ struct kiln_daemon_op_spec {
         const char *what; /* "pull", "imagetools create": logs */
         const char *ref;  /* for the start and end log lines */
         bool stream;
+        /* Not counted against KILN_DAEMON_MAX_OPERATIONS: a step of an
+         * operation that is counted (a build's context transfer), whose
+         * number that operation bounds. */
+        bool uncounted;
         kiln_daemon_op_fn fn;
         void *args; /* owned by the operation from then on */
         void (*args_free)(void *args);
@@ -294,3 +347,93 @@ enum MHD_Result kiln_daemon_handle_imagetools_create(struct kiln_daemon *d,
                                                      struct kiln_daemon_request *req,
                                                      struct MHD_Connection *conn,
                                                      const char *method, const char *url);
+
+/* ---- builds (build.c, context.c) ---- */
+
+/* Where a local source a build asked for stands. */
+enum kiln_daemon_local_state {
+        KILN_DAEMON_LOCAL_REQUESTED, /* context-request sent: waiting for the entries */
+        KILN_DAEMON_LOCAL_BEGINNING, /* entries posted: the transfer is being set up */
+        KILN_DAEMON_LOCAL_ENTRIES,   /* transfer ready: waiting for the tar */
+        KILN_DAEMON_LOCAL_UPLOADING, /* the tar is arriving */
+        KILN_DAEMON_LOCAL_RECEIVING, /* the tar is in: being applied */
+        KILN_DAEMON_LOCAL_DONE,      /* context ready */
+        KILN_DAEMON_LOCAL_FAILED,    /* error holds why */
+};
+
+struct kiln_daemon_build_local {
+        char *name;
+        char *key; /* the local store's key: the client's contextKey and name */
+        enum kiln_daemon_local_state state;
+        int64_t deadline_ms; /* CLOCK_MONOTONIC: give up waiting for the client */
+        struct kiln_source_local_transfer *transfer; /* from ENTRIES to RECEIVING */
+        struct kiln_source_local_context *context;   /* DONE */
+        int error_code;
+        char *error;
+};
+
+/*
+ * One build: created by the POST /v1/build handler, run by its streaming
+ * operation (build.c), fed by the context endpoints (context.c), whose
+ * transfers run as operations of their own.
+ *
+ * The loop thread owns refs, next and the daemon's list; a build is in
+ * the list from its handler until its operation is freed. Everything
+ * under lock is shared by the build's worker (and the solver's threads
+ * calling back), the loop and the context operations' workers; cond is
+ * broadcast whenever a local source changes state.
+ */
+struct kiln_daemon_build {
+        struct kiln_daemon *d;
+        struct kiln_daemon_build *next;
+        unsigned refs;
+        char id[KILN_DAEMON_BUILD_ID_LEN + 1];
+        char *context_key;
+
+        pthread_mutex_t lock;
+        pthread_cond_t cond; /* CLOCK_MONOTONIC */
+        bool closed;         /* the build ended: late contexts are dropped */
+        struct kiln_daemon_build_local locals[KILN_DAEMON_BUILD_LOCALS];
+        size_t n_locals;
+};
+
+/* The build with this id, or NULL. Loop thread. */
+struct kiln_daemon_build *kiln_daemon_build_find(struct kiln_daemon *d, const char *id);
+/* Reference counting, loop thread only (operations take their reference
+ * in their handler and drop it in their args_free). */
+struct kiln_daemon_build *kiln_daemon_build_ref(struct kiln_daemon_build *b);
+void kiln_daemon_build_unref(struct kiln_daemon_build *b);
+/* Under b->lock: the local source name, or NULL when the build never
+ * asked for it. */
+struct kiln_daemon_build_local *kiln_daemon_build_local_find(struct kiln_daemon_build *b,
+                                                             const char *name);
+/* Under b->lock: moves l to state (restarting its client deadline) and
+ * wakes the build. */
+void kiln_daemon_build_local_set_state(struct kiln_daemon_build *b,
+                                       struct kiln_daemon_build_local *l,
+                                       enum kiln_daemon_local_state state);
+
+/* POST /v1/build. */
+enum MHD_Result kiln_daemon_handle_build(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                         struct MHD_Connection *conn, const char *method,
+                                         const char *url);
+/* Whether url is /v1/build/<id>/context/<name>. */
+bool kiln_daemon_context_path_match(const char *url);
+/* POST and PUT /v1/build/<id>/context/<name>, once the body is in. */
+enum MHD_Result kiln_daemon_handle_context(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                           struct MHD_Connection *conn, const char *method,
+                                           const char *url);
+/* PUT, when its headers are in: checks the build and the state of the
+ * source, then opens req->upload_fd (an unnamed file under
+ * d->upload_dir). Returns 0, or an HTTP status with *message set (the
+ * request is then refused before its body is read). */
+unsigned kiln_daemon_context_upload_begin(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                          struct MHD_Connection *conn, const char *url,
+                                          char **message);
+
+/* Daemon set-up and tear-down of the build machinery (build.c): opens the
+ * snapshot store, the local store and the solver from the configuration,
+ * writes <root>/resolv.conf for [dns]. */
+int kiln_daemon_builds_setup(struct kiln_daemon *d, struct kiln_error **err);
+/* After every operation is freed. */
+void kiln_daemon_builds_free(struct kiln_daemon *d);

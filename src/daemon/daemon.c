@@ -294,6 +294,9 @@ int kiln_daemon_new(const struct kiln_config *config, const char *config_path,
         r = setup_registry(d, err);
         if (r < 0)
                 return r;
+        r = kiln_daemon_builds_setup(d, err);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < d->n_listeners; i++) {
                 struct kiln_daemon_listener *l = &d->listeners[i];
@@ -465,6 +468,9 @@ struct kiln_daemon *kiln_daemon_free(struct kiln_daemon *d)
         }
         free(d->listeners);
         kiln_daemon_ops_free(d);
+        /* Builds are gone with their operations; the solver and the stores
+         * they used go before the registry client the solver pulls with. */
+        kiln_daemon_builds_free(d);
         d->client = kiln_registry_client_free(d->client);
         d->manager = kiln_registry_transfer_manager_free(d->manager);
         d->store = kiln_content_store_free(d->store);

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/mount.h>
 
 #include "base/log.h"
 #include "config/config.h"
@@ -135,6 +137,32 @@ static int root_make_absolute(struct kiln_config *c, struct kiln_error **err)
         return 0;
 }
 
+/*
+ * kilnd mounts snapshots, views and container root filesystems. It does so
+ * in a mount namespace of its own, made here before any thread exists:
+ * unshare(CLONE_NEWNS), then / and everything below it made MS_SLAVE. The
+ * host's mounts still propagate in (a disk mounted later is visible), but
+ * nothing kilnd mounts propagates out: the host's mount table never shows
+ * kiln's mounts, and when kilnd dies, however it dies, the kernel tears the
+ * namespace down with every mount in it. Only root can mount, so only
+ * root needs (and is able to make) the namespace; failing to make it is an
+ * error, since mounting in the host's namespace could leave mounts behind.
+ */
+static int setup_mount_namespace(struct kiln_error **err)
+{
+        if (geteuid() != 0) {
+                log_debug("not running as root: no private mount namespace");
+                return 0;
+        }
+        if (unshare(CLONE_NEWNS) < 0)
+                return kiln_error_set(err, -errno, "create a mount namespace: unshare: %s",
+                                      strerror(errno));
+        if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+                return kiln_error_set(err, -errno, "make '/' a slave mount: %s", strerror(errno));
+        log_debug("running in a private mount namespace");
+        return 0;
+}
+
 static void log_start(const struct kiln_config_cli *cli)
 {
         char pid[32];
@@ -178,6 +206,11 @@ static int serve(struct kiln_config_cli *cli)
          * die. */
         (void) signal(SIGPIPE, SIG_IGN);
 
+        r = setup_mount_namespace(&err);
+        if (r < 0) {
+                log_error("%s", kiln_error_message(err));
+                return r;
+        }
         r = kiln_daemon_new(c, cli->config_path, &d, &err);
         if (r < 0) {
                 log_error("%s", kiln_error_message(err));

@@ -28,6 +28,7 @@ struct kiln_daemon_op {
         char *what;
         char *ref;
         bool stream;
+        bool counted; /* against KILN_DAEMON_MAX_OPERATIONS */
         kiln_daemon_op_fn fn;
         void *args;
         void (*args_free)(void *args);
@@ -482,7 +483,7 @@ enum MHD_Result kiln_daemon_op_start(struct kiln_daemon *d, struct kiln_daemon_r
                 return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_SERVICE_UNAVAILABLE,
                                                  NULL, "the daemon is stopping");
         }
-        if (d->n_running >= KILN_DAEMON_MAX_OPERATIONS) {
+        if (!spec->uncounted && d->n_counted >= KILN_DAEMON_MAX_OPERATIONS) {
                 _cleanup_free_ char *msg = kiln_xasprintf(
                         "too many operations in progress (at most %u at once): try again later",
                         KILN_DAEMON_MAX_OPERATIONS);
@@ -500,6 +501,7 @@ enum MHD_Result kiln_daemon_op_start(struct kiln_daemon *d, struct kiln_daemon_r
         op->what = kiln_xstrdup(spec->what);
         op->ref = kiln_xstrdup(spec->ref ? spec->ref : "");
         op->stream = spec->stream;
+        op->counted = !spec->uncounted;
         op->fn = spec->fn;
         op->args = spec->args;
         op->args_free = spec->args_free;
@@ -528,6 +530,8 @@ enum MHD_Result kiln_daemon_op_start(struct kiln_daemon *d, struct kiln_daemon_r
         }
         op->running = true;
         d->n_running++;
+        if (op->counted)
+                d->n_counted++;
         op->next = d->ops;
         d->ops = op;
         op->conn = conn;
@@ -651,6 +655,8 @@ static void op_reap(struct kiln_daemon *d, struct kiln_daemon_op *op)
         pthread_join(op->thread, NULL);
         op->running = false;
         d->n_running--;
+        if (op->counted)
+                d->n_counted--;
 }
 
 void kiln_daemon_ops_dispatch(struct kiln_daemon *d)

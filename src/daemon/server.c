@@ -167,24 +167,35 @@ static enum MHD_Result handle_info(struct kiln_daemon *d, struct kiln_daemon_req
 enum {
         METHOD_GET = 1 << 0, /* and HEAD */
         METHOD_POST = 1 << 1,
+        METHOD_PUT = 1 << 2,
 };
 
 struct route {
-        const char *path;
+        const char *path; /* an exact path, or NULL: match decides */
+        bool (*match)(const char *url);
         unsigned methods;
         const char *allow; /* the Allow header for 405 */
+        /* Bodies kept in memory up to this; 0: KILN_LIMIT_API_REQUEST. */
+        size_t body_limit;
+        /* PUT bodies are streamed to a file instead (upload_begin opens
+         * it), up to KILN_LIMIT_CONTEXT_UPLOAD. */
+        bool put_streams;
         enum MHD_Result (*handler)(struct kiln_daemon *d, struct kiln_daemon_request *req,
                                    struct MHD_Connection *conn, const char *method,
                                    const char *url);
 };
 
 static const struct route routes[] = {
-        { KILN_API_PATH_INFO, METHOD_GET, "GET, HEAD", handle_info },
-        { KILN_API_PATH_PULL, METHOD_POST, "POST", kiln_daemon_handle_pull },
-        { KILN_API_PATH_IMAGETOOLS_INSPECT, METHOD_GET, "GET, HEAD",
+        { KILN_API_PATH_INFO, NULL, METHOD_GET, "GET, HEAD", 0, false, handle_info },
+        { KILN_API_PATH_PULL, NULL, METHOD_POST, "POST", 0, false, kiln_daemon_handle_pull },
+        { KILN_API_PATH_IMAGETOOLS_INSPECT, NULL, METHOD_GET, "GET, HEAD", 0, false,
           kiln_daemon_handle_imagetools_inspect },
-        { KILN_API_PATH_IMAGETOOLS_CREATE, METHOD_POST, "POST",
+        { KILN_API_PATH_IMAGETOOLS_CREATE, NULL, METHOD_POST, "POST", 0, false,
           kiln_daemon_handle_imagetools_create },
+        { KILN_API_PATH_BUILD, NULL, METHOD_POST, "POST", KILN_API_LIMIT_BUILD_REQUEST, false,
+          kiln_daemon_handle_build },
+        { NULL, kiln_daemon_context_path_match, METHOD_POST | METHOD_PUT, "POST, PUT",
+          KILN_DAEMON_LIMIT_CONTEXT_ENTRIES_BODY, true, kiln_daemon_handle_context },
 };
 
 static void mhd_request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -194,8 +205,13 @@ static void mhd_request_completed(void *cls, struct MHD_Connection *conn, void *
 
         if (!req)
                 return;
+        if (req->done)
+                req->done(req, req->data);
         kiln_daemon_op_request_done(req);
         kiln_buf_release(&req->body);
+        if (req->upload_fd >= 0)
+                (void) close(req->upload_fd);
+        free(req->upload_error);
         free(req);
         *req_cls = NULL;
 }
@@ -206,37 +222,74 @@ static unsigned method_bit(const char *method)
                 return METHOD_GET;
         if (streq(method, MHD_HTTP_METHOD_POST))
                 return METHOD_POST;
+        if (streq(method, MHD_HTTP_METHOD_PUT))
+                return METHOD_PUT;
         return 0;
+}
+
+static const struct route *route_find(const char *url)
+{
+        for (size_t i = 0; i < ELEMENTSOF(routes); i++)
+                if (routes[i].path ? streq(url, routes[i].path) : routes[i].match(url))
+                        return &routes[i];
+        return NULL;
 }
 
 static enum MHD_Result route(struct kiln_daemon_listener *l, struct kiln_daemon_request *req,
                              struct MHD_Connection *conn, const char *method, const char *url)
 {
-        for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
-                if (!streq(url, routes[i].path))
-                        continue;
-                if (!(method_bit(method) & routes[i].methods)) {
+        const struct route *rt = route_find(url);
+
+        if (rt) {
+                if (!(method_bit(method) & rt->methods)) {
                         _cleanup_free_ char *msg =
                                 kiln_xasprintf("method %s not allowed on '%s'", method, url);
 
-                        return kiln_daemon_respond_error(conn, method, url,
-                                                         MHD_HTTP_METHOD_NOT_ALLOWED,
-                                                         routes[i].allow, msg);
+                        return kiln_daemon_respond_error(
+                                conn, method, url, MHD_HTTP_METHOD_NOT_ALLOWED, rt->allow, msg);
                 }
-                return routes[i].handler(l->daemon, req, conn, method, url);
+                return rt->handler(l->daemon, req, conn, method, url);
         }
 
         _cleanup_free_ char *msg = kiln_xasprintf("no such endpoint '%s'", url);
         return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_NOT_FOUND, NULL, msg);
 }
 
+/* A chunk of a streamed body: to the file, or dropped after a failure. */
+static enum MHD_Result upload_chunk(struct kiln_daemon_request *req, const char *method,
+                                    const char *url, const char *data, size_t n)
+{
+        if (req->upload_len + n > req->upload_limit) {
+                log_debug_f(KILN_FIELDS({ "method", method }, { "path", url }),
+                            "request body too large, closing connection");
+                return MHD_NO;
+        }
+        req->upload_len += n;
+        while (n > 0 && !req->upload_error) {
+                ssize_t w = write(req->upload_fd, data, n);
+
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w <= 0) {
+                        req->upload_error = kiln_xasprintf("store the upload: %s",
+                                                           w < 0 ? strerror(errno) : "short write");
+                        break;
+                }
+                data += w;
+                n -= (size_t) w;
+        }
+        return MHD_YES;
+}
+
 /* MHD calls this once when the headers are in, once per chunk of body,
  * and once more when the body is complete; the answer comes at the end, so
  * that a client still sending its body never writes into a closed socket
- * and the connection can be reused. Bodies are kept up to
- * KILN_LIMIT_API_REQUEST (routes that take none ignore theirs). A request
- * answered by an operation (ops.c) comes back here when its connection is
- * resumed. */
+ * and the connection can be reused. Bodies are kept up to the route's
+ * limit (KILN_LIMIT_API_REQUEST by default; routes that take none ignore
+ * theirs), or streamed to a file (a context's tar). The request line and
+ * status are logged, never a body (a build request holds secrets). A
+ * request answered by an operation (ops.c) comes back here when its
+ * connection is resumed. */
 static enum MHD_Result mhd_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **req_cls)
@@ -245,6 +298,11 @@ static enum MHD_Result mhd_handler(void *cls, struct MHD_Connection *conn, const
         struct kiln_daemon_request *req = *req_cls;
 
         if (!req) {
+                const struct route *rt = route_find(url);
+                bool stream = rt && rt->put_streams && method_bit(method) == METHOD_PUT;
+                uint64_t limit = stream                     ? KILN_LIMIT_CONTEXT_UPLOAD
+                                 : rt && rt->body_limit > 0 ? rt->body_limit
+                                                            : KILN_LIMIT_API_REQUEST;
                 const char *length;
 
                 if (l->mtls && !client_verified(conn))
@@ -254,14 +312,25 @@ static enum MHD_Result mhd_handler(void *cls, struct MHD_Connection *conn, const
                                                          "configured CA is required");
                 length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
-                if (length && strtoull(length, NULL, 10) > KILN_LIMIT_API_REQUEST)
+                if (length && strtoull(length, NULL, 10) > limit)
                         return kiln_daemon_respond_error(conn, method, url,
                                                          MHD_HTTP_CONTENT_TOO_LARGE, NULL,
                                                          "request body too large");
                 req = kiln_xcalloc(1, sizeof(*req));
                 req->listener = l;
-                req->body = KILN_BUF_INIT(KILN_LIMIT_API_REQUEST);
+                req->upload_fd = -1;
+                req->body = KILN_BUF_INIT(stream ? 0 : (size_t) limit);
                 *req_cls = req;
+                if (stream) {
+                        _cleanup_free_ char *msg = NULL;
+                        unsigned status;
+
+                        req->upload_limit = limit;
+                        status = kiln_daemon_context_upload_begin(l->daemon, req, conn, url, &msg);
+                        if (status != 0)
+                                return kiln_daemon_respond_error(conn, method, url, status, NULL,
+                                                                 msg);
+                }
                 return MHD_YES;
         }
 
@@ -269,6 +338,8 @@ static enum MHD_Result mhd_handler(void *cls, struct MHD_Connection *conn, const
                 size_t n = *upload_data_size;
 
                 *upload_data_size = 0;
+                if (req->upload_fd >= 0)
+                        return upload_chunk(req, method, url, upload_data, n);
                 if (kiln_buf_append(&req->body, upload_data, n) >= 0)
                         return MHD_YES;
                 /* MHD cannot answer in the middle of a body (a chunked one
