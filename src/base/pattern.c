@@ -400,6 +400,7 @@ struct re_prog {
         size_t n_ranges;
         struct re_class *classes;
         size_t n_classes;
+        bool too_large;
 };
 
 static void re_prog_release(struct re_prog *p)
@@ -410,7 +411,7 @@ static void re_prog_release(struct re_prog *p)
         *p = (struct re_prog){ 0 };
 }
 
-/* Parsed form: a sequence of nodes, each maybe repeated. */
+/* Parsed form: alternatives of sequences of nodes, each maybe repeated. */
 enum re_node_kind {
         RN_CLASS,
         RN_ANYNL,
@@ -421,23 +422,41 @@ enum re_node_kind {
         RN_GROUP,
 };
 
+struct re_seq {
+        struct re_node *nodes;
+        size_t n;
+};
+
+struct re_alt {
+        struct re_seq *seqs;
+        size_t n;
+};
+
 struct re_node {
         enum re_node_kind kind;
-        uint32_t cls;   /* RN_CLASS */
-        char quant;     /* 0, '*', '+', '?' */
-        struct re_seq { /* RN_GROUP */
-                struct re_node *nodes;
-                size_t n;
-        } group;
+        uint32_t cls;        /* RN_CLASS */
+        char quant;          /* 0, '*', '+', '?', or '{' (min..max, max -1: no bound) */
+        int min, max;        /* '{' */
+        struct re_alt group; /* RN_GROUP */
 };
+
+static void re_alt_release(struct re_alt *a);
 
 static void re_seq_release(struct re_seq *s)
 {
         for (size_t i = 0; i < s->n; i++)
                 if (s->nodes[i].kind == RN_GROUP)
-                        re_seq_release(&s->nodes[i].group);
+                        re_alt_release(&s->nodes[i].group);
         free(s->nodes);
         *s = (struct re_seq){ 0 };
+}
+
+static void re_alt_release(struct re_alt *a)
+{
+        for (size_t i = 0; i < a->n; i++)
+                re_seq_release(&a->seqs[i]);
+        free(a->seqs);
+        *a = (struct re_alt){ 0 };
 }
 
 struct re_parser {
@@ -732,6 +751,57 @@ static int re_parse_class(struct re_parser *p, uint32_t *ret)
         return 0;
 }
 
+/* RE2 refuses counts above this in {n,m}. */
+#define RE_REPEAT_MAX 1000
+
+/* RE2's parseInt: decimal, no leading zero; -1 when too large. */
+static bool re_parse_int(struct str *t, int *ret)
+{
+        size_t i = 0;
+        int n = 0;
+
+        if (t->n == 0 || t->p[0] < '0' || t->p[0] > '9')
+                return false;
+        if (t->n >= 2 && t->p[0] == '0' && t->p[1] >= '0' && t->p[1] <= '9')
+                return false;
+        for (; i < t->n && t->p[i] >= '0' && t->p[i] <= '9'; i++) {
+                if (n >= 100000000)
+                        n = -1;
+                if (n >= 0)
+                        n = n * 10 + (t->p[i] - '0');
+        }
+        *t = str_skip(*t, i);
+        *ret = n;
+        return true;
+}
+
+/* RE2's parseRepeat on t starting at '{': {n}, {n,} or {n,m}. */
+static bool re_parse_repeat(struct str t, int *min, int *max, struct str *rest)
+{
+        t = str_skip(t, 1);
+        if (!re_parse_int(&t, min) || t.n == 0)
+                return false;
+        if (t.p[0] != ',') {
+                *max = *min;
+        } else {
+                t = str_skip(t, 1);
+                if (t.n == 0)
+                        return false;
+                if (t.p[0] == '}') {
+                        *max = -1;
+                } else {
+                        if (!re_parse_int(&t, max))
+                                return false;
+                        if (*max < 0)
+                                *min = -1;
+                }
+        }
+        if (t.n == 0 || t.p[0] != '}')
+                return false;
+        *rest = str_skip(t, 1);
+        return true;
+}
+
 static struct re_node *re_seq_push(struct re_seq *s, enum re_node_kind kind)
 {
         s->nodes = kiln_xreallocarray(s->nodes, s->n + 1, sizeof(*s->nodes));
@@ -746,6 +816,8 @@ static void re_push_literal(struct re_parser *p, struct re_seq *s, uint32_t c)
         re_seq_push(s, RN_CLASS)->cls = re_class_commit(p, false);
 }
 
+static int re_parse_alt(struct re_parser *p, struct re_alt *a, unsigned depth);
+
 static int re_parse_seq(struct re_parser *p, struct re_seq *s, unsigned depth)
 {
         bool last_quantified = false;
@@ -754,10 +826,31 @@ static int re_parse_seq(struct re_parser *p, struct re_seq *s, unsigned depth)
         while (p->t.n > 0) {
                 char c = p->t.p[0];
 
-                if (c == ')') {
-                        if (depth == 0)
-                                return -EINVAL; /* unexpected ) */
-                        return 0;
+                if (c == ')' || c == '|')
+                        return 0; /* the caller decides */
+                if (c == '{') {
+                        int min, max;
+                        struct str rest;
+                        if (!re_parse_repeat(p->t, &min, &max, &rest)) {
+                                /* Not a repetition: a literal '{'. */
+                                p->t = str_skip(p->t, 1);
+                                re_push_literal(p, s, '{');
+                                last_quantified = false;
+                                continue;
+                        }
+                        if (min < 0 || min > RE_REPEAT_MAX || max > RE_REPEAT_MAX ||
+                            (max >= 0 && min > max))
+                                return -EINVAL; /* invalid repeat count */
+                        if (s->n == 0 || last_quantified)
+                                return -EINVAL;
+                        s->nodes[s->n - 1].quant = '{';
+                        s->nodes[s->n - 1].min = min;
+                        s->nodes[s->n - 1].max = max;
+                        p->t = rest;
+                        if (p->t.n > 0 && p->t.p[0] == '?')
+                                p->t = str_skip(p->t, 1);
+                        last_quantified = true;
+                        continue;
                 }
                 if (c == '*' || c == '+' || c == '?') {
                         if (s->n == 0 || last_quantified)
@@ -784,12 +877,12 @@ static int re_parse_seq(struct re_parser *p, struct re_seq *s, unsigned depth)
                         break;
                 case '(': {
                         struct re_node *g;
-                        struct re_seq sub = { 0 };
+                        struct re_alt sub = { 0 };
                         if (depth + 1 >= PATTERN_GROUP_DEPTH)
                                 return -EINVAL;
-                        r = re_parse_seq(p, &sub, depth + 1);
+                        r = re_parse_alt(p, &sub, depth + 1);
                         if (r < 0 || p->t.n == 0) {
-                                re_seq_release(&sub);
+                                re_alt_release(&sub);
                                 return -EINVAL; /* missing closing ) */
                         }
                         p->t = str_skip(p->t, 1);
@@ -860,14 +953,53 @@ static int re_parse_seq(struct re_parser *p, struct re_seq *s, unsigned depth)
         return 0;
 }
 
+/* Alternatives up to the end or a ')' (left in p->t for the caller). */
+static int re_parse_alt(struct re_parser *p, struct re_alt *a, unsigned depth)
+{
+        for (;;) {
+                int r;
+                a->seqs = kiln_xreallocarray(a->seqs, a->n + 1, sizeof(*a->seqs));
+                a->seqs[a->n] = (struct re_seq){ 0 };
+                r = re_parse_seq(p, &a->seqs[a->n++], depth);
+                if (r < 0)
+                        return r;
+                if (p->t.n > 0 && p->t.p[0] == '|') {
+                        p->t = str_skip(p->t, 1);
+                        continue;
+                }
+                if (p->t.n > 0 && p->t.p[0] == ')' && depth == 0)
+                        return -EINVAL; /* unexpected ) */
+                return 0;
+        }
+}
+
+/* Most instructions one expression compiles to (counted repetitions
+ * multiply); a larger one is treated as a malformed pattern. */
+#define RE_MAX_INSTS 200000u
+
 static uint32_t re_emit(struct re_prog *g, enum re_op op, uint32_t x, uint32_t y)
 {
+        if (g->n_insts >= RE_MAX_INSTS) {
+                g->too_large = true;
+                return (uint32_t) g->n_insts;
+        }
         g->insts = kiln_xreallocarray(g->insts, g->n_insts + 1, sizeof(*g->insts));
         g->insts[g->n_insts] = (struct re_inst){ op, x, y };
         return (uint32_t) g->n_insts++;
 }
 
-static void re_compile_seq(struct re_prog *g, const struct re_seq *s);
+/* Patches field x or y of instruction i, when it was emitted. */
+static void re_patch(struct re_prog *g, uint32_t i, bool y, uint32_t to)
+{
+        if (i < g->n_insts) {
+                if (y)
+                        g->insts[i].y = to;
+                else
+                        g->insts[i].x = to;
+        }
+}
+
+static void re_compile_alt(struct re_prog *g, const struct re_alt *a);
 
 static void re_compile_atom(struct re_prog *g, const struct re_node *n)
 {
@@ -891,37 +1023,66 @@ static void re_compile_atom(struct re_prog *g, const struct re_node *n)
                 re_emit(g, RE_NWORDB, 0, 0);
                 break;
         case RN_GROUP:
-                re_compile_seq(g, &n->group);
+                re_compile_alt(g, &n->group);
                 break;
         }
 }
 
+static void re_compile_star(struct re_prog *g, const struct re_node *n)
+{
+        uint32_t l1 = re_emit(g, RE_SPLIT, 0, 0);
+        re_compile_atom(g, n);
+        re_emit(g, RE_JMP, l1, 0);
+        re_patch(g, l1, false, l1 + 1);
+        re_patch(g, l1, true, (uint32_t) g->n_insts);
+}
+
 static void re_compile_seq(struct re_prog *g, const struct re_seq *s)
 {
-        for (size_t i = 0; i < s->n; i++) {
+        for (size_t i = 0; i < s->n && !g->too_large; i++) {
                 const struct re_node *n = &s->nodes[i];
                 uint32_t l1, l2;
 
                 switch (n->quant) {
                 case '*':
-                        l1 = re_emit(g, RE_SPLIT, 0, 0);
-                        re_compile_atom(g, n);
-                        re_emit(g, RE_JMP, l1, 0);
-                        g->insts[l1].x = l1 + 1;
-                        g->insts[l1].y = (uint32_t) g->n_insts;
+                        re_compile_star(g, n);
                         break;
                 case '+':
                         l1 = (uint32_t) g->n_insts;
                         re_compile_atom(g, n);
                         l2 = re_emit(g, RE_SPLIT, l1, 0);
-                        g->insts[l2].y = l2 + 1;
+                        re_patch(g, l2, true, l2 + 1);
                         break;
                 case '?':
                         l1 = re_emit(g, RE_SPLIT, 0, 0);
                         re_compile_atom(g, n);
-                        g->insts[l1].x = l1 + 1;
-                        g->insts[l1].y = (uint32_t) g->n_insts;
+                        re_patch(g, l1, false, l1 + 1);
+                        re_patch(g, l1, true, (uint32_t) g->n_insts);
                         break;
+                case '{': {
+                        /* min copies, then either a star or max - min optional
+                         * copies, each able to skip to the end. */
+                        uint32_t *splits = NULL;
+                        size_t n_opt = 0;
+                        for (int k = 0; k < n->min && !g->too_large; k++)
+                                re_compile_atom(g, n);
+                        if (n->max < 0) {
+                                re_compile_star(g, n);
+                                break;
+                        }
+                        if (n->max > n->min)
+                                splits = kiln_xcalloc((size_t) (n->max - n->min), sizeof(*splits));
+                        for (int k = n->min; k < n->max && !g->too_large; k++) {
+                                l1 = re_emit(g, RE_SPLIT, 0, 0);
+                                re_patch(g, l1, false, l1 + 1);
+                                splits[n_opt++] = l1;
+                                re_compile_atom(g, n);
+                        }
+                        for (size_t k = 0; k < n_opt; k++)
+                                re_patch(g, splits[k], true, (uint32_t) g->n_insts);
+                        free(splits);
+                        break;
+                }
                 default:
                         re_compile_atom(g, n);
                         break;
@@ -929,23 +1090,49 @@ static void re_compile_seq(struct re_prog *g, const struct re_seq *s)
         }
 }
 
+static void re_compile_alt(struct re_prog *g, const struct re_alt *a)
+{
+        uint32_t jumps_start = 0;
+        uint32_t *jumps = a->n > 1 ? kiln_xcalloc(a->n, sizeof(*jumps)) : NULL;
+
+        for (size_t i = 0; i < a->n; i++) {
+                uint32_t split = 0;
+                if (i + 1 < a->n) {
+                        split = re_emit(g, RE_SPLIT, 0, 0);
+                        re_patch(g, split, false, split + 1);
+                }
+                re_compile_seq(g, &a->seqs[i]);
+                if (i + 1 < a->n) {
+                        jumps[jumps_start++] = re_emit(g, RE_JMP, 0, 0);
+                        re_patch(g, split, true, (uint32_t) g->n_insts);
+                }
+        }
+        for (uint32_t k = 0; k < jumps_start; k++)
+                re_patch(g, jumps[k], false, (uint32_t) g->n_insts);
+        free(jumps);
+}
+
 static int re_compile(const char *re, size_t n, struct re_prog *ret)
 {
         struct re_prog g = { 0 };
-        struct re_seq s = { 0 };
+        struct re_alt a = { 0 };
         struct re_parser p = { .t = { re, n }, .prog = &g };
         int r;
 
-        r = re_parse_seq(&p, &s, 0);
+        r = re_parse_alt(&p, &a, 0);
         free(p.cur);
         if (r < 0) {
-                re_seq_release(&s);
+                re_alt_release(&a);
                 re_prog_release(&g);
                 return r;
         }
-        re_compile_seq(&g, &s);
+        re_compile_alt(&g, &a);
         re_emit(&g, RE_MATCH, 0, 0);
-        re_seq_release(&s);
+        re_alt_release(&a);
+        if (g.too_large) {
+                re_prog_release(&g);
+                return -E2BIG;
+        }
         *ret = g;
         return 0;
 }
@@ -1030,12 +1217,18 @@ static void re_add(const struct re_prog *g, struct re_list *l, uint32_t *stack, 
         }
 }
 
-/* Whole-string search for the program in s (the programs built here are
- * anchored by their own ^ and $). */
+/* Go's MatchString: whether the program matches anywhere in s (the
+ * expressions built here anchor themselves with ^ and $, except around a
+ * '|' a pattern may hold). */
 static bool re_run(const struct re_prog *g, const char *s, size_t n)
 {
         size_t ni = g->n_insts, pos = 0;
-        uint32_t *mem = kiln_xmalloc(sizeof(uint32_t) * (ni * 6 + 1));
+        /* Small programs (the usual case) run without touching the heap. */
+        uint32_t small[6 * 64 + 1];
+        uint32_t *mem = ni <= 64 ? small : kiln_xcalloc(ni * 6 + 1, sizeof(uint32_t));
+
+        if (mem == small)
+                memset(small, 0, sizeof(uint32_t) * (ni * 6 + 1)); /* no indeterminate reads */
         struct re_list cl = { mem, mem + ni, 0 }, nl = { mem + 2 * ni, mem + 3 * ni, 0 };
         uint32_t *stack = mem + 4 * ni;
         uint32_t prev = UINT32_MAX;
@@ -1047,8 +1240,8 @@ static bool re_run(const struct re_prog *g, const char *s, size_t n)
                 size_t w = 0;
                 uint32_t c = pos < n ? utf8_decode(s + pos, n - pos, &w) : UINT32_MAX;
 
-                if (pos == 0)
-                        re_add(g, &cl, stack, 0, prev, c);
+                /* MatchString searches: a thread starts at every position. */
+                re_add(g, &cl, stack, 0, prev, c);
                 nl.n = 0;
                 for (size_t i = 0; i < cl.n; i++) {
                         const struct re_inst *in = &g->insts[cl.dense[i]];
@@ -1075,7 +1268,7 @@ static bool re_run(const struct re_prog *g, const char *s, size_t n)
                         }
                         re_add(g, &nl, stack, cl.dense[i] + 1, c, nextc);
                 }
-                if (matched || c == UINT32_MAX || nl.n == 0)
+                if (matched || c == UINT32_MAX)
                         break;
                 pos += w;
                 prev = c;
@@ -1083,7 +1276,8 @@ static bool re_run(const struct re_prog *g, const char *s, size_t n)
                 cl = nl;
                 nl = tmp;
         }
-        free(mem);
+        if (mem != small)
+                free(mem);
         return matched;
 }
 
@@ -1111,9 +1305,13 @@ struct kiln_pattern_matcher {
         bool exclusions;
 };
 
+/* patternmatcher's shouldEscape means ".+()|{}$", but its bitmap is made
+ * of bytes indexed by c / 8, so the bits of '{', '|' and '}' (c / 8 == 15)
+ * are lost: those stay unescaped and keep their regular expression meaning
+ * (alternation, counted repetition). */
 static bool should_escape(uint32_t c)
 {
-        return c < 0x80 && strchr(".+()|{}$", (int) c) && c != 0;
+        return c == '.' || c == '+' || c == '(' || c == ')' || c == '$';
 }
 
 static void buf_put_rune(struct kiln_buf *b, uint32_t c)

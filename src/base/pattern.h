@@ -12,9 +12,13 @@
  * trimmed, cleaned like filepath.Clean, empty ones skipped) where "**"
  * matches any number of path elements, a leading '!' makes an exception to
  * the patterns before it, and a path matches when it or one of its parent
- * directories matches (MatchesOrParentMatches). Used for .dockerignore,
- * COPY --exclude and the include/exclude patterns of local sources and
- * copies.
+ * directories matches (MatchesOrParentMatches). Patterns with wildcards
+ * mean what moby's translation to a Go regular expression means, quirks
+ * included ('|', '{n}' keep their regular expression meaning); a small
+ * NFA matcher here runs that translation (linear time, no backtracking).
+ * Unicode classes (\p{...}) are not supported: such a pattern is
+ * malformed. Used for .dockerignore, COPY --exclude and the
+ * include/exclude patterns of local sources and copies.
  *
  * Everything here is pure (no I/O). A matcher is immutable after creation
  * and may be used from several threads at once.
@@ -33,9 +37,8 @@
 #define KILN_LIMIT_IGNOREFILE_SIZE (4u * 1024 * 1024)
 
 /* Go's filepath.Match(pattern, name) on '/' separated names. Returns 0 and
- * sets *ret, or -EINVAL when the pattern is malformed (as Go, a malformed
- * tail may go unnoticed when the match fails early... except that, like
- * Go >= 1.16, the rest of the pattern is still checked for syntax). */
+ * sets *ret, or -EINVAL when the pattern is malformed; as current Go, the
+ * whole pattern is checked even when the match fails early. */
 int kiln_pattern_match(const char *pattern, const char *name, bool *ret);
 
 /* True when pattern holds a wildcard ('*', '?', '['), '\\'-escaped
@@ -61,8 +64,10 @@ size_t kiln_pattern_matcher_count(const struct kiln_pattern_matcher *m);
 /* moby MatchesOrParentMatches: *ret is true when path (relative, '/'
  * separated, cleaned, not ".") or one of its parent directories matches the
  * last pattern that decides it (an exception "!p" un-matches). Returns 0, or
- * -EINVAL if a pattern turned out malformed (cannot happen after a
- * successful _new). */
+ * -EINVAL when a pattern that had to be evaluated turned out malformed as a
+ * regular expression (moby translates patterns to Go regular expressions,
+ * which refuse a few things filepath.Match accepts, e.g. "[z-a]"); as moby,
+ * this is only noticed when that pattern is reached. */
 int kiln_pattern_matcher_matches(const struct kiln_pattern_matcher *m, const char *path, bool *ret);
 
 /* moby MatchesUsingParentResults, for walks: parent (NULL for a path whose

@@ -24,6 +24,17 @@
 #define COPY_XATTR_LIST_MAX  (64u * 1024)
 #define COPY_XATTR_VALUE_MAX (64u * 1024)
 
+/* chmod of an entry in dirfd that never follows a link put there in the
+ * meantime (fchmodat2, Linux 6.6); older kernels: plain fchmodat. */
+static int chmod_at_nofollow(int dirfd, const char *name, mode_t mode)
+{
+        long r = syscall(SYS_fchmodat2, dirfd, name, mode, AT_SYMLINK_NOFOLLOW);
+
+        if (r < 0 && (errno == ENOSYS || errno == EINVAL))
+                r = fchmodat(dirfd, name, mode, 0);
+        return r < 0 ? -1 : 0;
+}
+
 /* ---- hard links --------------------------------------------------------- */
 
 struct hl_entry {
@@ -124,7 +135,8 @@ struct copier {
 
         struct hl_table links;
         uint64_t entries;
-        bool no_clone;
+        bool no_clone; /* FICLONE refused: not tried again */
+        bool no_cfr;   /* copy_file_range refused: read/write from now on */
         char *buf;
 };
 
@@ -266,11 +278,7 @@ static int copy_info_at(struct copier *cp, const struct stat *st, int sdir, cons
         if (fchownat(ddir, dname, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
                 return copy_fail(cp, -errno, "chown \"/%s\"", cp->dpath);
         if (!S_ISLNK(st->st_mode)) {
-                long r = syscall(SYS_fchmodat2, ddir, dname, final_mode(cp, st),
-                                 AT_SYMLINK_NOFOLLOW);
-                if (r < 0 && (errno == ENOSYS || errno == EINVAL))
-                        r = fchmodat(ddir, dname, final_mode(cp, st), 0);
-                if (r < 0)
+                if (chmod_at_nofollow(ddir, dname, final_mode(cp, st)) < 0)
                         return copy_fail(cp, -errno, "chmod \"/%s\"", cp->dpath);
         }
         if (cp->utime) {
@@ -300,6 +308,8 @@ static int copy_data(struct copier *cp, int sfd, int dfd, off_t size)
                 if (errno == EOPNOTSUPP || errno == EXDEV || errno == ENOTTY || errno == ENOSYS)
                         cp->no_clone = true;
         }
+        if (cp->no_cfr)
+                goto userspace;
         while (done < size) {
                 size_t want =
                         (size_t) (size - done) > (1u << 30) ? (1u << 30) : (size_t) (size - done);
@@ -308,8 +318,12 @@ static int copy_data(struct copier *cp, int sfd, int dfd, off_t size)
                         if (errno == EINTR)
                                 continue;
                         if (first && (errno == ENOSYS || errno == EXDEV || errno == EPERM ||
-                                      errno == EIO || errno == EOPNOTSUPP || errno == EINVAL))
+                                      errno == EIO || errno == EOPNOTSUPP || errno == EINVAL)) {
+                                /* Across file systems it fails for every file. */
+                                if (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP)
+                                        cp->no_cfr = true;
                                 goto userspace;
+                        }
                         return -errno;
                 }
                 if (n == 0)
@@ -362,7 +376,7 @@ static int dir_only(struct copier *cp, int pfd, const char *name, const struct s
                 return kiln_error_set(cp->err, -ENOTDIR,
                                       "copy \"%s\": cannot copy to non-directory: \"/%s\"",
                                       cp->c->src_path, cp->dpath);
-        if (overwrite && fchmodat(pfd, name, st->st_mode & 07777, 0) < 0)
+        if (overwrite && chmod_at_nofollow(pfd, name, st->st_mode & 07777) < 0)
                 return copy_fail(cp, -errno, "chmod \"/%s\"", cp->dpath);
         return 0;
 }
@@ -913,6 +927,7 @@ static int try_unpack(struct copier *cp, const char *src, const char *dest)
         _cleanup_free_ char *srel = NULL, *drel = NULL;
         _cleanup_close_ int sfd = -1, dfd = -1;
         _cleanup_(fileop_dirlist_release) struct fileop_dirlist created = { 0 };
+        struct kiln_content_layer_stats stats = { 0 };
         struct kiln_content_layer_options lo = {
                 .no_whiteouts = true,
                 .no_devices = cp->o && cp->o->no_devices,
@@ -942,11 +957,14 @@ static int try_unpack(struct copier *cp, const char *src, const char *dest)
         if (dfd < 0)
                 return kiln_error_set(cp->err, dfd, "copy \"%s\": open \"/%s\": %s",
                                       cp->c->src_path, drel, fileop_strerror(-dfd));
-        r = kiln_content_layer_apply(sfd, NULL, dfd, &lo, NULL, cp->err);
-        if (r == -EMEDIUMTYPE) {
-                /* Not a tar after all: undo the directories made for it and
-                 * copy the file as it is. */
-                kiln_error_free(TAKE_PTR(*cp->err));
+        r = kiln_content_layer_apply(sfd, NULL, dfd, &lo, &stats, cp->err);
+        /* BuildKit extracts only what decompresses to a readable first tar
+         * header; anything else, nothing having been written, is copied as
+         * the file it is. Undo the directories made for it. */
+        if (r == -EMEDIUMTYPE || (r == -EBADMSG && stats.entries == 0) ||
+            (r >= 0 && stats.entries == 0)) {
+                if (r < 0)
+                        kiln_error_free(TAKE_PTR(*cp->err));
                 for (size_t i = created.n; i > 0; i--) {
                         const char *base;
                         int pfd = fileop_open_parent(cp->dest_root, created.paths[i - 1], &base);

@@ -35,9 +35,9 @@ struct kiln_fileop_options {
          * -ECANCELED, leaving the destination half-written (the caller
          * discards it). NULL: never cancelled. */
         const atomic_bool *cancel;
-        /* Refuse to create device nodes (copying a char/block device, or
-         * unpacking one from an archive): they are skipped with an error.
-         * Needed when not root. */
+        /* Refuse to create character and block devices: copying one fails
+         * with an error naming it, unpacking an archive skips them (see
+         * content/layer.h). For daemons that may not create devices. */
         bool no_devices;
 };
 
@@ -70,7 +70,7 @@ struct kiln_fileop_options {
  * mkdir: path, with make_parents like mkdir -p (existing directory fine),
  *   mode, chown (names in dest), timestamp.
  * mkfile: path (parent must exist), data, mode, chown, timestamp; an
- *   existing file is replaced.
+ *   existing file is truncated and rewritten (its mode kept, as BuildKit).
  * rm: path (a pattern with allow_wildcard), recursive; a missing path is an
  *   error unless allow_not_found.
  * symlink: newpath -> oldpath (text kept as given), chown, timestamp.

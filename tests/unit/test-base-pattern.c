@@ -185,6 +185,15 @@ static const struct match_case pm_cases[] = {
         /* Go's regexp "." does not match a newline; '*' does. */
         { "a/**/b", "a/x\ny/b", false, 0 },
         { "a*b", "a\nb", true, 0 },
+        /* '|', '{' and '}' are not escaped by patternmatcher (its escape
+         * bitmap loses them): they keep their regular expression meaning. */
+        { "a*|b", "xb", true, 0 },
+        { "a*|b", "abc", true, 0 },
+        { "a*|b", "xa", false, 0 },
+        { "x{2}?", "xxy", true, 0 },
+        { "x{2}?", "xy", false, 0 },
+        { "a{*", "a{b", true, 0 },
+        { "x{3,1}*", "x", false, -EINVAL },
         /* A range Go's regexp refuses: a malformed pattern at match time. */
         { "[z-a]", "q", false, -EINVAL },
 };

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <stdatomic.h>
 #include <time.h>
 
@@ -583,7 +584,8 @@ TEST(copy_hardlinks_and_replace)
         return 0;
 }
 
-static int write_targz(int dirfd, const char *name)
+/* filter: 'g' gzip, 'z' zstd, 0 none. */
+static int write_tar(int dirfd, const char *name, char filter)
 {
         _cleanup_close_ int fd =
                 openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -595,9 +597,12 @@ static int write_targz(int dirfd, const char *name)
         if (fd < 0)
                 return -errno;
         w = archive_write_new();
-        archive_write_add_filter_gzip(w);
+        if (filter == 'g')
+                archive_write_add_filter_gzip(w);
+        else if (filter == 'z' && archive_write_add_filter_zstd(w) != ARCHIVE_OK)
+                r = -EOPNOTSUPP;
         archive_write_set_format_pax_restricted(w);
-        if (archive_write_open_fd(w, fd) != ARCHIVE_OK)
+        if (r == 0 && archive_write_open_fd(w, fd) != ARCHIVE_OK)
                 r = -EIO;
         e = archive_entry_new();
         archive_entry_set_pathname(e, "pkg/hello.txt");
@@ -612,8 +617,33 @@ static int write_targz(int dirfd, const char *name)
         if (r == 0 && archive_write_data(w, body, strlen(body)) != (la_ssize_t) strlen(body))
                 r = -EIO;
         archive_entry_free(e);
-        if (archive_write_close(w) != ARCHIVE_OK)
+        if (r == 0 && archive_write_close(w) != ARCHIVE_OK)
                 r = -EIO;
+        archive_write_free(w);
+        return r;
+}
+
+/* A gzip stream of data that is not a tar. */
+static int write_raw_gz(int dirfd, const char *name, const char *data)
+{
+        _cleanup_close_ int fd =
+                openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        struct archive *w = archive_write_new();
+        struct archive_entry *e = archive_entry_new();
+        int r = fd < 0 ? -errno : 0;
+
+        archive_write_add_filter_gzip(w);
+        archive_write_set_format_raw(w);
+        archive_entry_set_filetype(e, AE_IFREG);
+        if (r == 0 && (archive_write_open_fd(w, fd) != ARCHIVE_OK ||
+                       archive_write_header(w, e) != ARCHIVE_OK))
+                r = -EIO;
+        if (r == 0 && *data &&
+            archive_write_data(w, data, strlen(data)) != (la_ssize_t) strlen(data))
+                r = -EIO;
+        if (r == 0 && archive_write_close(w) != ARCHIVE_OK)
+                r = -EIO;
+        archive_entry_free(e);
         archive_write_free(w);
         return r;
 }
@@ -623,7 +653,9 @@ TEST(copy_unpack)
         TREES(t);
         struct kiln_llb_file_action a;
 
-        ASSERT_OK(write_targz(t.src, "arch.tar.gz"));
+        ASSERT_OK(write_tar(t.src, "arch.tar.gz", 'g'));
+        ASSERT_OK(write_tar(t.src, "arch.tar", 0));
+        int zr = write_tar(t.src, "arch.tar.zst", 'z');
         ASSERT_OK(put(t.src, "plain.gz", "\x1f\x8bnot really gzip", 0644));
         ASSERT_OK(put(t.src, "notes.txt", "just text", 0644));
 
@@ -634,6 +666,18 @@ TEST(copy_unpack)
         ASSERT_EQ_INT(holds(t.dest, "un/pkg/hello.txt", "from the archive"), 1);
         ASSERT_EQ_INT(mode_of(t.dest, "un/pkg/hello.txt"), 0640);
         ASSERT_TRUE(!exists(t.dest, "un/arch.tar.gz"));
+        a = copy_action("/arch.tar", "/un-plain");
+        a.copy.attempt_unpack = true;
+        ASSERT_OK(apply(&a, &t, NULL));
+        ASSERT_EQ_INT(holds(t.dest, "un-plain/pkg/hello.txt", "from the archive"), 1);
+        if (zr == 0) {
+                a = copy_action("/arch.tar.zst", "/un-zst/");
+                a.copy.attempt_unpack = true;
+                ASSERT_OK(apply(&a, &t, NULL));
+                ASSERT_EQ_INT(holds(t.dest, "un-zst/pkg/hello.txt", "from the archive"), 1);
+        } else {
+                printf("# libarchive writes no zstd here: not checked\n");
+        }
 
         /* Not archives: copied as they are. */
         a = copy_action("/notes.txt", "/un2");
@@ -650,6 +694,21 @@ TEST(copy_unpack)
         }
         ASSERT_TRUE(exists(t.dest, "un3"));
         ASSERT_EQ_INT(mode_of(t.dest, "un3"), 0644);
+        /* Compressed, but no tar inside (or nothing at all): copied too. */
+        ASSERT_OK(write_raw_gz(t.src, "data.json.gz", "{\"a\": 1}"));
+        ASSERT_OK(write_raw_gz(t.src, "empty.gz", ""));
+        static const char *const gz[] = { "/data.json.gz", "/empty.gz" };
+        for (size_t i = 0; i < ELEMENTSOF(gz); i++) {
+                struct stat st1, st2;
+                a = copy_action(gz[i], "/gz");
+                a.copy.attempt_unpack = true;
+                ASSERT_OK(apply(&a, &t, NULL));
+                ASSERT_OK(fstatat(t.src, gz[i] + 1, &st1, 0));
+                ASSERT_OK(fstatat(t.dest, "gz", &st2, AT_SYMLINK_NOFOLLOW));
+                ASSERT_TRUE(S_ISREG(st2.st_mode));
+                ASSERT_EQ_INT(st1.st_size, st2.st_size);
+                ASSERT_OK(unlinkat(t.dest, "gz", 0));
+        }
         /* Without attempt_unpack an archive is a file. */
         a = copy_action("/arch.tar.gz", "/raw/");
         ASSERT_OK(apply(&a, &t, NULL));
@@ -769,5 +828,39 @@ TEST(no_fd_leaks)
         r.rm.allow_not_found = true;
         ASSERT_OK(apply(&r, &t, NULL));
         ASSERT_EQ_INT(count_fds(), before);
+        return 0;
+}
+
+static int lsetxattr_at_test(int dirfd, const char *path, const char *name, const char *value)
+{
+        _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        return fsetxattr(fd, name, value, strlen(value), 0) < 0 ? -errno : 0;
+}
+
+TEST(copy_special_files_and_xattrs)
+{
+        TREES(t);
+        struct kiln_llb_file_action a;
+        struct stat st;
+        char v[32] = { 0 };
+
+        ASSERT_OK(put(t.src, "d/f", "f", 0644));
+        ASSERT_OK(mkfifoat(t.src, "d/fifo", 0640));
+        bool have_xattr = lsetxattr_at_test(t.src, "d/f", "user.kiln", "v1") == 0;
+        a = copy_action("/d", "/o");
+        ASSERT_OK(apply(&a, &t, NULL));
+        ASSERT_OK(fstatat(t.dest, "o/fifo", &st, AT_SYMLINK_NOFOLLOW));
+        ASSERT_TRUE(S_ISFIFO(st.st_mode));
+        ASSERT_EQ_INT(st.st_mode & 07777, 0640);
+        if (have_xattr) {
+                _cleanup_close_ int fd = openat(t.dest, "o/f", O_RDONLY | O_CLOEXEC);
+                ASSERT_TRUE(fd >= 0);
+                ASSERT_EQ_INT(fgetxattr(fd, "user.kiln", v, sizeof(v) - 1), 2);
+                ASSERT_STREQ(v, "v1");
+        } else {
+                printf("# user xattrs not supported here: not checked\n");
+        }
         return 0;
 }
