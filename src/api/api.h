@@ -178,10 +178,9 @@
  *    "noCache": false,                    --no-cache
  *    "noCacheFilter": ["stage"],          --no-cache-filter
  *    "addHosts": ["host:1.2.3.4"],        --add-host
- *    "network": "default",                --network: default | none | host
- *                                         (kilnd refuses none and host for
- *                                         now, with 400: a RUN takes
- *                                         --network=none|host itself)
+ *    "network": "default",                --network: default | none | host,
+ *                                         for every RUN that names none
+ *                                         (host needs network.host)
  *    "allow": ["network.host"],           --allow: entitlements the build
  *                                         asks for (network.host,
  *                                         security.insecure); the daemon's

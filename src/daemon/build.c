@@ -710,6 +710,10 @@ static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **
         o.n_no_cache_stages = req->n_no_cache_filter;
         o.extra_hosts = hosts;
         o.n_extra_hosts = req->n_add_hosts;
+        if (streq_ptr(req->network, "none"))
+                o.network = KILN_LLB_NETWORK_NONE;
+        else if (streq_ptr(req->network, "host"))
+                o.network = KILN_LLB_NETWORK_HOST;
         o.resolve = build_resolve;
         o.userdata = run;
         r = kiln_dockerfile_convert(req->dockerfile, strlen(req->dockerfile), &o, &conv, err);
@@ -870,15 +874,6 @@ enum MHD_Result kiln_daemon_handle_build(struct kiln_daemon *d, struct kiln_daem
         json_decref(j);
         if (r < 0)
                 return bad_request(conn, method, url, r, kiln_error_message(err));
-        if (breq.network && !streq(breq.network, "default")) {
-                _cleanup_free_ char *msg = kiln_xasprintf(
-                        "network mode '%s' for a whole build is not supported yet: use "
-                        "RUN --network=%s in the Dockerfile",
-                        breq.network, breq.network);
-
-                kiln_api_build_request_release(&breq);
-                return bad_request(conn, method, url, -EINVAL, msg);
-        }
         if (!d->solver) {
                 kiln_api_build_request_release(&breq);
                 return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_SERVICE_UNAVAILABLE,

@@ -4650,7 +4650,7 @@ static int dispatch_stages(struct conv *c, struct dstate *const *reach, size_t n
                         _cleanup_free_ char *u = kiln_xstrdup(d->image.user);
                         dispatch_user(c, d, u, false);
                 }
-                d->state.network = KILN_LLB_NETWORK_SANDBOX;
+                d->state.network = c->opt->network;
                 for (size_t j = 0; j < d->n_commands; j++) {
                         r = dispatch(c, d, &d->commands[j], err);
                         if (r < 0)

@@ -137,6 +137,10 @@ struct kiln_dockerfile_convert_options {
         bool multi_platform;
         /* image-resolve-mode: set on every image source (pull, local). */
         enum kiln_llb_resolve_mode resolve_mode;
+        /* --network: the network of every RUN that does not name its own
+         * (BuildKit's force-network-mode); KILN_LLB_NETWORK_SANDBOX: the
+         * worker's default. */
+        enum kiln_llb_network network;
         kiln_dockerfile_resolve_fn resolve;
         void *userdata;
 };

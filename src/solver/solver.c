@@ -692,15 +692,16 @@ static int local_context(struct kiln_solver_solve *sv, struct kiln_solver_node *
         return r;
 }
 
+/* Unlike BuildKit, waiting for a client's context takes no max-parallelism
+ * slot: the daemon's upload handler does the transfer, and a slot held while
+ * a slow client sends would stall every other build (with one slot, two
+ * builds of one context would wait for each other: the first keeps the
+ * context's read lock while the second's upload waits to replace it). */
 static int process_local(struct kiln_solver_solve *sv, struct kiln_solver_node *n,
                          struct kiln_error **err)
 {
-        int r = kiln_solver_sem_acquire(sv);
-        if (r < 0)
-                return kiln_error_set(err, r, "canceled");
         kiln_solver_vertex_started(sv, n);
-        r = local_context(sv, n, err);
-        kiln_solver_sem_release(sv);
+        int r = local_context(sv, n, err);
         if (r < 0)
                 return r;
         return compute_key(sv, n, err);

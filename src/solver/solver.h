@@ -17,8 +17,9 @@
  * another OCI runtime) and file ops. Independent ops run in parallel; the
  * same key needed by two builds at once runs once, the other build waits
  * for it. One counting semaphore of max_parallelism slots, shared by every
- * build of the solver, is held while a source (other than an image pull), an
- * exec or a file op executes, never while a key is looked up.
+ * build of the solver, is held while an HTTP source, an exec or a file op
+ * executes, never while a key is looked up. Unlike BuildKit, image pulls and
+ * the wait for a client's context take no slot (moby/buildkit#4296).
  *
  * Op support: image, local and HTTP sources (an HTTP source without a
  * checksum is downloaded on every solve, as BuildKit checks the URL every

@@ -405,3 +405,11 @@ def test_cancelled_build_leaves_nothing_behind(builder, tmp_path):
              "the step's bundle to be removed")
     # the daemon still builds
     b.build(tmp_path, HELLO)
+
+
+def test_network_none_for_the_whole_build(builder, tmp_path):
+    b = builder()
+    p = b.build(tmp_path, "FROM alpine\nRUN cat /proc/net/dev\n", "--network", "none")
+    devices = [l.split(":")[0].strip() for l in logs_of(steps(p.stderr), "[2/2] RUN cat")
+               if ":" in l]
+    assert devices == ["lo"], devices

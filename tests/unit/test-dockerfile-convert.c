@@ -389,6 +389,26 @@ TEST(run_mounts)
         return 0;
 }
 
+/* --network for the whole build: every RUN without its own --network. */
+TEST(run_network_for_the_whole_build)
+{
+        struct kiln_dockerfile_convert_options o = options();
+        o.network = KILN_LLB_NETWORK_NONE;
+        RESULT *r = convert_opt("FROM alpine\nRUN echo a\nRUN --network=host echo b\n", &o,
+                                NULL);
+        ASSERT_TRUE(r);
+        const struct kiln_llb_op *a = find_op(r, "RUN echo a");
+        const struct kiln_llb_op *b = find_op(r, "RUN --network=host echo b");
+        ASSERT_TRUE(a && b);
+        ASSERT_EQ_INT(a->exec.network, KILN_LLB_NETWORK_NONE);
+        ASSERT_EQ_INT(b->exec.network, KILN_LLB_NETWORK_HOST);
+        /* the network is part of the op, so of its cache key */
+        RESULT *d = convert("FROM alpine\nRUN echo a\nRUN --network=host echo b\n");
+        ASSERT_TRUE(d);
+        ASSERT_TRUE(!streq(find_op(d, "RUN echo a")->digest, a->digest));
+        return 0;
+}
+
 TEST(run_secret_file_and_bind_context)
 {
         RESULT *r = convert("FROM alpine\nWORKDIR /w\n"
