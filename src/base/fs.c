@@ -81,12 +81,28 @@ int kiln_mkdir_p(const char *path, unsigned mode)
         return 0;
 }
 
-int kiln_write_file_atomic(const char *path, const void *data, size_t n, unsigned mode)
+int kiln_write_all(int fd, const void *data, size_t n)
+{
+        const char *p = data;
+
+        while (n > 0) {
+                ssize_t w = write(fd, p, n);
+
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w < 0)
+                        return -errno;
+                p += w;
+                n -= (size_t) w;
+        }
+        return 0;
+}
+
+static int write_file(const char *path, const void *data, size_t n, unsigned mode, bool sync)
 {
         _cleanup_free_ char *tmp = kiln_xasprintf("%s.XXXXXX", path);
         _cleanup_free_ char *dir = kiln_xstrdup(path);
         _cleanup_close_ int fd = -1, dfd = -1;
-        const char *p = data;
         char *slash;
         int r;
 
@@ -97,18 +113,15 @@ int kiln_write_file_atomic(const char *path, const void *data, size_t n, unsigne
                 return -errno;
         if (fchmod(fd, mode) < 0)
                 goto fail;
-        while (n > 0) {
-                ssize_t w = write(fd, p, n);
-
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w < 0)
-                        goto fail;
-                p += w;
-                n -= (size_t) w;
-        }
-        if (fsync(fd) < 0 || rename(tmp, path) < 0)
+        r = kiln_write_all(fd, data, n);
+        if (r < 0) {
+                errno = -r;
                 goto fail;
+        }
+        if ((sync && fsync(fd) < 0) || rename(tmp, path) < 0)
+                goto fail;
+        if (!sync)
+                return 0;
 
         /* The rename itself survives a crash once the directory is synced. */
         slash = strrchr(dir, '/');
@@ -122,6 +135,16 @@ fail:
         r = -errno;
         (void) unlink(tmp);
         return r;
+}
+
+int kiln_write_file_atomic(const char *path, const void *data, size_t n, unsigned mode)
+{
+        return write_file(path, data, n, mode, true);
+}
+
+int kiln_write_file_replace(const char *path, const void *data, size_t n, unsigned mode)
+{
+        return write_file(path, data, n, mode, false);
 }
 
 int kiln_path_absolute(const char *path, char **ret)

@@ -28,9 +28,18 @@ const char *kiln_read_file_strerror(int r, size_t max, char buf[static 64]);
 /* Creates path and its missing parents with mode. Returns 0 or -errno. */
 int kiln_mkdir_p(const char *path, unsigned mode);
 
+/* Writes all of p[0..n) to fd, retrying short writes and EINTR. Returns 0
+ * or -errno. */
+int kiln_write_all(int fd, const void *p, size_t n);
+
 /* Writes data to path atomically: a temporary file in the same directory,
  * fsync, rename. Nothing half-written is ever visible under path. */
 int kiln_write_file_atomic(const char *path, const void *data, size_t n, unsigned mode);
+/* As kiln_write_file_atomic without the syncs: readers never see half a
+ * file, but after a crash path may be missing, stale or empty. For files
+ * whose loss the caller detects and survives (they are made durable later,
+ * in batches). */
+int kiln_write_file_replace(const char *path, const void *data, size_t n, unsigned mode);
 
 /* path made absolute against the working directory, trailing '/'s dropped
  * ("/" stays); nothing else is normalised. *ret is malloc'd. Returns 0, or

@@ -647,8 +647,9 @@ int kiln_content_ingest_commit(struct kiln_content_ingest *in, struct kiln_error
         }
         (void) unlinkat(in->store->ingest_fd, in->name, 0);
         in->have_file = false;
-        /* The new name survives a crash once the directory is synced. */
-        (void) fsync(in->store->blobs_fd);
+        /* No fsync of the directory: a crash may forget the new name (the
+         * blob is then fetched again), but a name never holds other bytes,
+         * which is what the fdatasync before the rename is for. */
         in->state = INGEST_COMMITTED;
         if (in->registered) {
                 in->registered = false;

@@ -26,6 +26,11 @@
 #define SNAPSHOT_LIMIT_META 4096u
 /* /proc/self/mountinfo, read whole at open. */
 #define SNAPSHOT_LIMIT_MOUNTINFO (64u << 20)
+/* How long after a commit the syncer waits for more before it syncs them
+ * all together. */
+#define SNAPSHOT_SYNC_DELAY_MS 200
+/* The "durable" journal read at open: one id and a newline per snapshot. */
+#define SNAPSHOT_LIMIT_JOURNAL (64u << 20)
 /* The option string of mount(2) (one page). */
 #define SNAPSHOT_LIMIT_MOUNT_DATA 4096u
 /* Overlay mount options that keep the upper directory a plain diff. */
@@ -59,6 +64,19 @@ struct kiln_snapshot_store {
         uint64_t reserved;
         struct entry **entries; /* sorted by id */
         size_t n_entries, cap;
+
+        /* Durability (snapshot.h): ids committed but not yet in the
+         * journal, under lock; sync_cond wakes the syncer thread. */
+        uint64_t *unsynced;
+        size_t n_unsynced, cap_unsynced;
+        pthread_cond_t sync_cond;
+        bool stopping;
+        /* Serialises batches, so that kiln_snapshot_store_sync returns only
+         * once every earlier commit is in the journal. Taken before lock. */
+        pthread_mutex_t sync_lock;
+        int journal_fd; /* "durable", appended to */
+        pthread_t syncer;
+        bool syncer_running;
 };
 
 struct kiln_snapshot {
@@ -1156,9 +1174,153 @@ static int meta_write(struct kiln_snapshot_store *s, const struct entry *e, stru
         if (r >= 0)
                 r = kiln_buf_printf(&b, "created=%" PRId64 "\n", e->created_ns);
         if (r >= 0)
+                r = kiln_write_file_replace(path, b.data, b.len, 0600);
+        if (r < 0)
+                return kiln_error_set(err, r, "write '%s': %s", path, strerror(-r));
+        return 0;
+}
+
+/* ---- durability ---- */
+
+static int compare_u64(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Callers hold the lock. */
+static void unsynced_add(struct kiln_snapshot_store *s, uint64_t id)
+{
+        if (s->n_unsynced == s->cap_unsynced) {
+                s->cap_unsynced = s->cap_unsynced ? 2 * s->cap_unsynced : 16;
+                s->unsynced = kiln_xreallocarray(s->unsynced, s->cap_unsynced, sizeof(uint64_t));
+        }
+        s->unsynced[s->n_unsynced++] = id;
+        pthread_cond_signal(&s->sync_cond);
+}
+
+/* One batch: everything committed so far reaches the disk, then the ids
+ * taken from the list are appended to the journal. Called with sync_lock
+ * held and lock not held. */
+static int sync_batch(struct kiln_snapshot_store *s, struct kiln_error **err)
+{
+        _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT(SNAPSHOT_LIMIT_JOURNAL);
+        _cleanup_free_ uint64_t *ids = NULL;
+        size_t n;
+        int r = 0;
+
+        lock(s);
+        ids = TAKE_PTR(s->unsynced);
+        n = s->n_unsynced;
+        s->n_unsynced = s->cap_unsynced = 0;
+        unlock(s);
+        if (n == 0)
+                return 0;
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = kiln_buf_printf(&b, "%" PRIu64 "\n", ids[i]);
+        if (r < 0 || syncfs(s->dir_fd) < 0 || kiln_write_all(s->journal_fd, b.data, b.len) < 0 ||
+            fdatasync(s->journal_fd) < 0) {
+                r = r < 0 ? r : -errno;
+                return kiln_error_set(err, r, "sync snapshot store '%s': %s", s->dir,
+                                      strerror(-r));
+        }
+        return 0;
+}
+
+int kiln_snapshot_store_sync(struct kiln_snapshot_store *s, struct kiln_error **err)
+{
+        int r;
+
+        pthread_mutex_lock(&s->sync_lock);
+        r = sync_batch(s, err);
+        pthread_mutex_unlock(&s->sync_lock);
+        return r;
+}
+
+static void *syncer_main(void *userdata)
+{
+        struct kiln_snapshot_store *s = userdata;
+
+        for (;;) {
+                struct kiln_error *e = NULL;
+                struct timespec until;
+
+                lock(s);
+                while (!s->stopping && s->n_unsynced == 0)
+                        pthread_cond_wait(&s->sync_cond, &s->lock);
+                if (s->stopping && s->n_unsynced == 0) {
+                        unlock(s);
+                        return NULL;
+                }
+                /* Let the commits of the next few steps join this batch. */
+                (void) clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_nsec += SNAPSHOT_SYNC_DELAY_MS * 1000000L;
+                until.tv_sec += until.tv_nsec / 1000000000L;
+                until.tv_nsec %= 1000000000L;
+                while (!s->stopping &&
+                       pthread_cond_timedwait(&s->sync_cond, &s->lock, &until) == 0)
+                        ;
+                unlock(s);
+                if (kiln_snapshot_store_sync(s, &e) < 0)
+                        /* They stay non-durable: an unclean stop drops them. */
+                        log_warning("%s", kiln_error_message(e));
+                kiln_error_free(e);
+        }
+}
+
+/* Reads the journal into a sorted array of ids. A missing journal (a store
+ * written before it existed) is *ret == NULL: everything counts as durable. */
+static int journal_read(struct kiln_snapshot_store *s, uint64_t **ret, size_t *n_ret,
+                        struct kiln_error **err)
+{
+        _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT(SNAPSHOT_LIMIT_JOURNAL);
+        _cleanup_free_ uint64_t *ids = NULL;
+        size_t n = 0, cap = 0;
+        char *line, *save = NULL;
+        int r = kiln_read_file_at_flags(s->dir_fd, "durable", O_NOFOLLOW, &b);
+
+        *ret = NULL;
+        *n_ret = 0;
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return kiln_error_set(err, r, "read '%s/durable': %s", s->dir, strerror(-r));
+        for (line = strtok_r(b.data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                uint64_t id;
+
+                /* A torn last line of a crash is no id: skipped. */
+                if (!parse_u64(line, &id))
+                        continue;
+                if (n == cap) {
+                        cap = cap ? 2 * cap : 64;
+                        ids = kiln_xreallocarray(ids, cap, sizeof(uint64_t));
+                }
+                ids[n++] = id;
+        }
+        qsort(ids, n, sizeof(uint64_t), compare_u64);
+        *ret = ids ? TAKE_PTR(ids) : kiln_xcalloc(1, sizeof(uint64_t));
+        *n_ret = n;
+        return 0;
+}
+
+/* Rewrites the journal with exactly the loaded snapshots, then opens it for
+ * appending. */
+static int journal_open(struct kiln_snapshot_store *s, struct kiln_error **err)
+{
+        _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT(SNAPSHOT_LIMIT_JOURNAL);
+        _cleanup_free_ char *path = kiln_xasprintf("%s/durable", s->dir);
+        int r = 0;
+
+        for (size_t i = 0; i < s->n_entries && r >= 0; i++)
+                r = kiln_buf_printf(&b, "%" PRIu64 "\n", s->entries[i]->id);
+        if (r >= 0)
                 r = kiln_write_file_atomic(path, b.data, b.len, 0600);
         if (r < 0)
                 return kiln_error_set(err, r, "write '%s': %s", path, strerror(-r));
+        s->journal_fd = openat(s->dir_fd, "durable", O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+        if (s->journal_fd < 0)
+                return kiln_error_set(err, -errno, "open '%s': %s", path, strerror(errno));
         return 0;
 }
 
@@ -1201,6 +1363,8 @@ static int driver_write(struct kiln_snapshot_store *s, struct kiln_error **err)
 static int store_load(struct kiln_snapshot_store *s, bool wipe, struct kiln_error **err)
 {
         _cleanup_(kiln_buf_release) struct kiln_buf ids = KILN_BUF_INIT(64);
+        _cleanup_free_ uint64_t *durable = NULL;
+        size_t n_durable = 0;
         DIR *d;
         struct dirent *de;
         uint64_t max = 0;
@@ -1234,7 +1398,8 @@ static int store_load(struct kiln_snapshot_store *s, bool wipe, struct kiln_erro
                 /* Half-removed snapshots, probe mounts, temporary files of
                  * an "ids" write. */
                 if (startswith(de->d_name, "rm-") || startswith(de->d_name, "probe-") ||
-                    startswith(de->d_name, "ids.") || startswith(de->d_name, "driver.")) {
+                    startswith(de->d_name, "ids.") || startswith(de->d_name, "driver.") ||
+                    startswith(de->d_name, "durable.")) {
                         r = kiln_rm_rf_at(s->dir_fd, de->d_name, NULL, err);
                         if (r < 0)
                                 break;
@@ -1269,6 +1434,27 @@ static int store_load(struct kiln_snapshot_store *s, bool wipe, struct kiln_erro
         closedir(d);
         if (r < 0)
                 return kiln_error_wrap(err, "open snapshot store '%s'", s->dir);
+
+        /* Committed snapshots the journal does not name were not durable
+         * when the previous owner stopped: their files may be incomplete. */
+        r = journal_read(s, &durable, &n_durable, err);
+        if (r < 0)
+                return kiln_error_wrap(err, "open snapshot store '%s'", s->dir);
+        for (size_t i = 0; durable && i < s->n_entries;) {
+                uint64_t id = s->entries[i]->id;
+
+                if (bsearch(&id, durable, n_durable, sizeof(uint64_t), compare_u64)) {
+                        i++;
+                        continue;
+                }
+                log_debug("snapshot store '%s': removing snapshot %" PRIu64
+                          ", which was not on disk for sure when its owner stopped",
+                          s->dir, id);
+                entry_free(index_del(s, id));
+                r = remove_dir(s, id, err);
+                if (r < 0)
+                        return r;
+        }
 
         /* Drop snapshots whose chain is broken (never made by kiln, but a
          * store must not mount half a chain), deepest first. */
@@ -1322,6 +1508,9 @@ int kiln_snapshot_store_open(const char *dir, enum kiln_snapshot_driver d,
 
         s = kiln_xcalloc(1, sizeof(*s));
         pthread_mutex_init(&s->lock, NULL);
+        pthread_mutex_init(&s->sync_lock, NULL);
+        pthread_cond_init(&s->sync_cond, NULL);
+        s->journal_fd = -1;
         s->dir = kiln_xstrdup(real);
         s->lock_fd = -1;
         s->dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -1388,6 +1577,14 @@ int kiln_snapshot_store_open(const char *dir, enum kiln_snapshot_driver d,
                 if (r < 0)
                         return kiln_error_wrap(err, "open snapshot store '%s'", s->dir);
         }
+        r = journal_open(s, err);
+        if (r < 0)
+                return kiln_error_wrap(err, "open snapshot store '%s'", s->dir);
+        r = -pthread_create(&s->syncer, NULL, syncer_main, s);
+        if (r < 0)
+                return kiln_error_set(err, r, "open snapshot store '%s': start its syncer: %s",
+                                      s->dir, strerror(-r));
+        s->syncer_running = true;
         log_debug_f(KILN_FIELDS({ "snapshotter", kiln_snapshot_store_driver_name(s) },
                                 { "root", s->dir }),
                     "snapshot store opened%s",
@@ -1402,6 +1599,19 @@ struct kiln_snapshot_store *kiln_snapshot_store_free(struct kiln_snapshot_store 
 {
         if (!s)
                 return NULL;
+        if (s->syncer_running) {
+                /* The syncer drains what is left before it ends. */
+                lock(s);
+                s->stopping = true;
+                pthread_cond_signal(&s->sync_cond);
+                unlock(s);
+                (void) pthread_join(s->syncer, NULL);
+        }
+        if (s->journal_fd >= 0)
+                (void) close(s->journal_fd);
+        free(s->unsynced);
+        pthread_cond_destroy(&s->sync_cond);
+        pthread_mutex_destroy(&s->sync_lock);
         for (size_t i = 0; i < s->n_entries; i++)
                 entry_free(s->entries[i]);
         free(s->entries);
@@ -1593,8 +1803,6 @@ static int commit_impl(struct kiln_snapshot *snap, const char *name, bool use, c
                        struct kiln_error **err)
 {
         struct kiln_snapshot_store *s = snap->store;
-        _cleanup_free_ char *fs = fs_path(s, snap->id);
-        _cleanup_close_ int fd = -1;
         struct entry *e, *other;
         struct timespec now;
         char work[KILN_SNAPSHOT_ID_SIZE + 8];
@@ -1617,13 +1825,6 @@ static int commit_impl(struct kiln_snapshot *snap, const char *name, bool use, c
         if (s->driver == KILN_SNAPSHOT_DRIVER_OVERLAYFS) {
                 (void) snprintf(work, sizeof(work), "%s/work", snap->id_str);
                 remove_tree(s, work);
-        }
-        /* The data is on disk before the metadata that makes it committed. */
-        fd = open(fs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 || syncfs(fd) < 0) {
-                r = kiln_error_set(err, -errno, "commit snapshot '%s': sync '%s': %s", snap->id_str,
-                                   fs, strerror(errno));
-                goto fail;
         }
         (void) clock_gettime(CLOCK_REALTIME, &now);
 
@@ -1658,6 +1859,7 @@ static int commit_impl(struct kiln_snapshot *snap, const char *name, bool use, c
         e->committed = true;
         if (use)
                 e->uses++;
+        unsynced_add(s, snap->id);
         unlock(s);
         if (ret_id)
                 *ret_id = kiln_xstrdup(snap->id_str);

@@ -48,6 +48,14 @@
  * still made from the store's directories: one process owns a store at a
  * time, so such mounts are what a crashed owner left.
  *
+ * Durability: a commit does not wait for the disk. A thread of the store
+ * makes committed snapshots durable in batches (one syncfs, then their ids
+ * appended to the store's "durable" journal and synced), a short while after
+ * a commit and at kiln_snapshot_store_free. After a crash, open removes every
+ * committed snapshot the journal does not name: its files may be incomplete.
+ * Ids are never reused, so a cache record naming such a snapshot finds it
+ * missing rather than finding another.
+ *
  * Mount namespace: every mount is made in the calling process's mount
  * namespace. kilnd, when root, unshares its mount namespace at start
  * (unshare(CLONE_NEWNS) and makes / rslave), so its snapshot mounts never
@@ -106,10 +114,16 @@ int kiln_snapshot_driver_parse(const char *s, enum kiln_snapshot_driver *ret,
 int kiln_snapshot_store_open(const char *dir, enum kiln_snapshot_driver d,
                              struct kiln_snapshot_store **ret, struct kiln_error **err);
 
-/* Frees the in-memory store and drops its lock. Every active snapshot must
- * have been committed or aborted before (leftovers are removed at the next
- * open). Mounted views stay mounted. NULL is ignored. */
+/* Makes every snapshot committed so far durable, then frees the in-memory
+ * store and drops its lock. Every active snapshot must have been committed
+ * or aborted before (leftovers are removed at the next open). Mounted views
+ * stay mounted. NULL is ignored. */
 struct kiln_snapshot_store *kiln_snapshot_store_free(struct kiln_snapshot_store *s);
+
+/* Makes every snapshot committed so far durable now (see "Durability"),
+ * instead of a moment later. Returns 0 or -errno with *err set. Thread
+ * safe. */
+int kiln_snapshot_store_sync(struct kiln_snapshot_store *s, struct kiln_error **err);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_snapshot_store *, kiln_snapshot_store_free);
 
 /* The driver in use: "overlayfs" or "native" (never "auto"). */

@@ -434,18 +434,21 @@ TEST(mounted_commit_and_abort_overlayfs)
         return mounted_commit_and_abort(KILN_SNAPSHOT_DRIVER_OVERLAYFS);
 }
 
-/* A store owner that dies with an active snapshot mounted and a view. */
+/* A store owner that dies with an active snapshot mounted and a view, and
+ * a snapshot committed after the last sync (its files may not be on disk). */
 static _noreturn_ void crash(const char *root, enum kiln_snapshot_driver d, const char *m,
                              const char *v)
 {
         struct kiln_snapshot_store *s = NULL;
         struct kiln_snapshot *a = NULL;
         struct kiln_error *e = NULL;
-        char *base = NULL, *top = NULL;
+        char *base = NULL, *top = NULL, *late = NULL;
 
         if (open_store(root, d, &s) < 0 ||
             layer(s, NULL, m, write_base, NULL, "layer:sha256:base", &base) < 0 ||
             layer(s, base, m, write_child, NULL, "layer:sha256:top", &top) < 0 ||
+            kiln_snapshot_store_sync(s, &e) < 0 ||
+            layer(s, top, m, NULL, NULL, "layer:sha256:late", &late) < 0 ||
             kiln_snapshot_prepare(s, top, &a, &e) < 0 || kiln_snapshot_mount(a, m, &e) < 0 ||
             write_at(m, "half", "done") < 0 || kiln_snapshot_mount_view(s, base, v, &e) < 0)
                 _exit(1);
@@ -465,7 +468,7 @@ static int reopen_after_crash(enum kiln_snapshot_driver d)
         _cleanup_(kiln_buf_release) struct kiln_buf active = KILN_BUF_INIT(64);
         _cleanup_(kiln_snapshot_abortp) struct kiln_snapshot *a = NULL;
         _cleanup_free_ char *m = NULL, *v = NULL, *top = NULL, *adir = NULL, *sdir = NULL;
-        _cleanup_free_ char *idfile = NULL, *v2 = NULL;
+        _cleanup_free_ char *idfile = NULL, *v2 = NULL, *late = NULL;
         int status = 0, r = setup();
         pid_t pid;
 
@@ -501,6 +504,8 @@ static int reopen_after_crash(enum kiln_snapshot_driver d)
         ASSERT_TRUE(!mountinfo_has(sdir));
         ASSERT_TRUE(!exists_at(root, adir));
         ASSERT_EQ_INT(kiln_snapshot_lookup(s, "layer:sha256:top", &top), 1);
+        /* Committed after the last sync: not durable, so dropped. */
+        ASSERT_EQ_INT(kiln_snapshot_lookup(s, "layer:sha256:late", &late), 0);
         ASSERT_OK(kiln_snapshot_mount_view(s, top, v, &e));
         ASSERT_TRUE(file_is(v, "b", "from child"));
         ASSERT_TRUE(!exists_at(v, "a"));
