@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -36,6 +37,7 @@
 #include "content/content.h"
 #include "daemon-internal.h"
 #include "dockerfile/convert.h"
+#include "exec/exec.h"
 #include "llb/llb.h"
 #include "snapshot/snapshot.h"
 #include "solver/solver.h"
@@ -142,6 +144,17 @@ int kiln_daemon_builds_setup(struct kiln_daemon *d, struct kiln_error **err)
         r = kiln_snapshot_driver_parse(w->snapshotter ? w->snapshotter : "", &driver, err);
         if (r < 0)
                 return kiln_error_wrap(err, "worker.oci snapshotter");
+        /* Containers a killed kilnd left running still use their snapshots
+         * and cache mounts: they go first. */
+        dir = kiln_xasprintf("%s/exec", d->root);
+        r = kiln_exec_cleanup(&(struct kiln_exec_runtime){ .binary = w->binary && w->binary[0]
+                                                                             ? w->binary
+                                                                             : "runc",
+                                                           .state_dir = dir },
+                              err);
+        if (r < 0)
+                return kiln_error_wrap(err, "clean up after the previous kilnd");
+        free(dir);
         dir = kiln_xasprintf("%s/snapshots", d->root);
         r = kiln_snapshot_store_open(dir, driver, &d->snapshots, err);
         if (r < 0)
@@ -829,6 +842,38 @@ static enum MHD_Result bad_request(struct MHD_Connection *conn, const char *meth
                 NULL, message);
 }
 
+/* An ssh agent is forwarded by binding its socket into RUN steps, so a
+ * client may name only a socket it could use itself: the request must come
+ * over a unix socket, and the agent socket must belong to the client's uid
+ * (root may name any). Otherwise a remote client could mount the daemon
+ * host's own sockets (a container runtime's, kilnd's) into a build. */
+static int check_ssh_sockets(const struct kiln_daemon_request *req, struct MHD_Connection *conn,
+                             const struct kiln_api_build_request *breq, struct kiln_error **err)
+{
+        const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct ucred peer;
+        socklen_t len = sizeof(peer);
+
+        if (req->listener->parsed.kind != KILN_CONFIG_ADDRESS_UNIX || !ci ||
+            getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0)
+                return kiln_error_set(err, -EPERM,
+                                      "ssh agent forwarding needs a client on the daemon's own "
+                                      "machine, connected through its unix socket");
+        for (size_t i = 0; i < breq->n_ssh; i++) {
+                struct stat st;
+
+                if (lstat(breq->ssh[i].path, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+                    (peer.uid != 0 && st.st_uid != peer.uid))
+                        return kiln_error_set(err, -EPERM,
+                                              "ssh agent '%s': '%s' is no socket of the client's "
+                                              "user (uid %u)",
+                                              breq->ssh[i].id, breq->ssh[i].path,
+                                              (unsigned) peer.uid);
+        }
+        return 0;
+}
+
 enum MHD_Result kiln_daemon_handle_build(struct kiln_daemon *d, struct kiln_daemon_request *req,
                                          struct MHD_Connection *conn, const char *method,
                                          const char *url)
@@ -874,6 +919,11 @@ enum MHD_Result kiln_daemon_handle_build(struct kiln_daemon *d, struct kiln_daem
         json_decref(j);
         if (r < 0)
                 return bad_request(conn, method, url, r, kiln_error_message(err));
+        if (breq.n_ssh > 0 && check_ssh_sockets(req, conn, &breq, &err) < 0) {
+                kiln_api_build_request_release(&breq);
+                return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_FORBIDDEN, NULL,
+                                                 kiln_error_message(err));
+        }
         if (!d->solver) {
                 kiln_api_build_request_release(&breq);
                 return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_SERVICE_UNAVAILABLE,

@@ -122,6 +122,16 @@ int kiln_exec_run(const struct kiln_exec_runtime *rt, const struct kiln_exec_pro
                   int *ret_exit_code, struct kiln_error **err);
 
 /*
+ * What a daemon that died left in rt->state_dir: every container still
+ * known to the runtime there is killed (SIGKILL) and deleted, and every
+ * bundle directory kiln_exec_run made is removed (other entries, such as a
+ * caller's own directories, are left alone). For daemon start, before any
+ * kiln_exec_run. Returns 0, or -errno with *err set when the state
+ * directory cannot be read.
+ */
+int kiln_exec_cleanup(const struct kiln_exec_runtime *rt, struct kiln_error **err);
+
+/*
  * The OCI runtime spec (config.json) for p, as BuildKit's oci.GenerateSpec
  * makes it, with root.path = p->rootfs, the process's user already resolved
  * (user: uid, gid, additional gids; the primary gid comes first in them),

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -18,6 +19,7 @@
 
 #include "base/buf.h"
 #include "base/fs.h"
+#include "base/log.h"
 #include "base/passwd.h"
 #include "exec/exec.h"
 
@@ -257,14 +259,14 @@ static void container_delete(const struct runtime_cmd *rc, const char *id)
 }
 
 static int write_file_at(int dirfd, const char *name, const char *data, size_t n,
-                         const char *bundle, struct kiln_error **err)
+                         unsigned mode, const char *bundle, struct kiln_error **err)
 {
         _cleanup_close_ int fd =
-                openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+                openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
         if (fd < 0)
                 return kiln_error_set(err, -errno, "write '%s/%s': %s", bundle, name,
                                       strerror(errno));
-        if (fchmod(fd, 0644) < 0)
+        if (fchmod(fd, mode) < 0)
                 return kiln_error_set(err, -errno, "write '%s/%s': %s", bundle, name,
                                       strerror(errno));
         while (n > 0) {
@@ -628,10 +630,16 @@ int kiln_exec_run(const struct kiln_exec_runtime *rt, const struct kiln_exec_pro
                 r = kiln_error_set(err, -errno, "open bundle '%s': %s", bundle, strerror(errno));
                 goto out;
         }
-        if ((r = write_file_at(bundlefd, "config.json", config, strlen(config), bundle, err)) < 0 ||
-            (r = write_file_at(bundlefd, "hosts", hosts, strlen(hosts), bundle, err)) < 0 ||
-            (r = write_file_at(bundlefd, "resolv.conf", resolv, strlen(resolv), bundle, err)) < 0 ||
-            (r = write_file_at(bundlefd, "hostname", hostname, strlen(hostname), bundle, err)) < 0)
+        /* config.json holds the environment, secret variables included:
+         * only the runtime (root) reads it. The others are bound into the
+         * container for any user there. */
+        if ((r = write_file_at(bundlefd, "config.json", config, strlen(config), 0600, bundle,
+                               err)) < 0 ||
+            (r = write_file_at(bundlefd, "hosts", hosts, strlen(hosts), 0644, bundle, err)) < 0 ||
+            (r = write_file_at(bundlefd, "resolv.conf", resolv, strlen(resolv), 0644, bundle,
+                               err)) < 0 ||
+            (r = write_file_at(bundlefd, "hostname", hostname, strlen(hostname), 0644, bundle,
+                               err)) < 0)
                 goto out;
 
         struct stubs stubs;
@@ -652,4 +660,66 @@ out:
         free(rc.path);
         free(rc.root);
         return r;
+}
+
+/* A bundle directory of kiln_exec_run: its name is a container id. */
+static bool is_bundle_name(const char *name)
+{
+        size_t n = strlen(name);
+
+        if (n != 2 * ID_BYTES)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!strchr("0123456789abcdef", name[i]))
+                        return false;
+        return true;
+}
+
+int kiln_exec_cleanup(const struct kiln_exec_runtime *rt, struct kiln_error **err)
+{
+        struct runtime_cmd rc = { 0 };
+        _cleanup_free_ char *path = NULL;
+        _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+        DIR *d;
+        struct dirent *de;
+        int r;
+
+        if (!rt || !rt->state_dir || rt->state_dir[0] != '/')
+                return kiln_error_set(err, -EINVAL,
+                                      "exec: state directory must be an absolute path");
+        rc.root = kiln_xasprintf("%s/runtime", rt->state_dir);
+        r = find_binary(rt->binary && *rt->binary ? rt->binary : "runc", &rc.path, &e);
+        /* Without the runtime nothing it started can still run. */
+        d = r >= 0 ? opendir(rc.root) : NULL;
+        while (d && (de = readdir(d))) {
+                if (!is_bundle_name(de->d_name))
+                        continue;
+                log_info_f(KILN_FIELDS({ "container", de->d_name }),
+                           "killing a container a previous kilnd left running");
+                container_kill(&rc, de->d_name);
+                container_delete(&rc, de->d_name);
+        }
+        if (d)
+                closedir(d);
+        free(rc.path);
+        free(rc.root);
+
+        d = opendir(rt->state_dir);
+        if (!d) {
+                if (errno == ENOENT)
+                        return 0;
+                return kiln_error_set(err, -errno, "open '%s': %s", rt->state_dir,
+                                      strerror(errno));
+        }
+        while ((de = readdir(d))) {
+                if (!is_bundle_name(de->d_name))
+                        continue;
+                path = kiln_xasprintf("%s/%s", rt->state_dir, de->d_name);
+                kiln_error_free(TAKE_PTR(e));
+                if (kiln_rm_rf_at(AT_FDCWD, path, NULL, &e) < 0)
+                        log_warning("%s", kiln_error_message(e));
+                free(TAKE_PTR(path));
+        }
+        closedir(d);
+        return 0;
 }

@@ -1437,7 +1437,10 @@ static json_t *exec_to_json(const struct kiln_llb_exec *e, bool full)
         for (size_t i = 0; i < e->n_extra_hosts; i++) {
                 json_t *hj = json_object();
                 js_str(hj, "host", e->extra_hosts[i].host);
-                js_str(hj, "ip", e->extra_hosts[i].ip);
+                /* BuildKit's exec cache key blanks the address: a new IP for
+                 * the same --add-host name does not rerun the step. */
+                if (full)
+                        js_str(hj, "ip", e->extra_hosts[i].ip);
                 json_array_append_new(hosts, hj);
         }
         js_obj(j, "extra_hosts", hosts);

@@ -39,6 +39,8 @@
  *     ignore-cache, caps;
  *   - exec "proxy_env" (BuildKit strips ProxyEnv before computing the exec
  *     cache key: proxies change how bytes travel, not what is built);
+ *   - the "ip" of exec "extra_hosts" entries (BuildKit blanks it in the exec
+ *     cache key: --add-host with a new address does not rerun a step);
  *   - source.local "session_id" and "shared_key_hint" (the client session
  *     changes on every build and the hint only names a transfer cache; the
  *     local source's content is keyed by what is transferred).

@@ -413,3 +413,35 @@ def test_network_none_for_the_whole_build(builder, tmp_path):
     devices = [l.split(":")[0].strip() for l in logs_of(steps(p.stderr), "[2/2] RUN cat")
                if ":" in l]
     assert devices == ["lo"], devices
+
+
+def test_restart_after_a_killed_daemon_stops_its_containers(builder, tmp_path):
+    b = builder()
+    b.build(tmp_path, HELLO)
+    marker = "32" + str(os.getpid() % 1000).zfill(3) + "9"
+    secret = "kiln-secret-" + os.urandom(8).hex()
+    dockerfile = tmp_path.parent / f"{tmp_path.name}.Dockerfile"
+    dockerfile.write_text("FROM alpine\n"
+                          f"RUN --mount=type=secret,id=s,env=S sleep {marker}\n")
+    proc = subprocess.Popen(
+        b.cli.argv("build", "--progress", "plain", "--secret", "id=s,env=KILN_TEST_SECRET",
+                   "-f", dockerfile, str(tmp_path)),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(b.cli.env, KILN_TEST_SECRET=secret))
+    try:
+        wait_for(lambda: _container_processes("sleep", marker), "the RUN step to start",
+                 timeout=BUILD_TIMEOUT)
+        os.kill(b.cli.pid("b"), signal.SIGKILL)
+        proc.communicate(timeout=BUILD_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    # the next build starts a new kilnd, which stops what the old one left
+    b.build(tmp_path, HELLO)
+    assert not _container_processes("sleep", marker)
+    exec_dir = b.root / "exec"
+    leftovers = [e.name for e in exec_dir.iterdir() if e.name != "runtime"]
+    assert leftovers == [], leftovers
+    assert list((exec_dir / "runtime").iterdir()) == []

@@ -235,7 +235,7 @@ static struct kiln_llb_op *make_exec(int v, const struct kiln_llb_op *root,
         if (v == 44)
                 kiln_llb_exec_add_ulimit(op, "nofile", 1024, 4096);
         if (v == 45)
-                kiln_llb_exec_add_extra_host(op, "db", "10.0.0.3");
+                kiln_llb_exec_add_extra_host(op, "cache", "10.0.0.2");
         return op;
 }
 
@@ -505,6 +505,28 @@ TEST(metadata_and_digest_free_fields_keep_the_digest)
                 ASSERT_TRUE(e);
                 ASSERT_STREQ(e->digest, base->digest);
         }
+        return 0;
+}
+
+/* As BuildKit's exec cache key: --add-host with a new address for the same
+ * name keeps the step cached; the op still carries the address it runs
+ * with. */
+TEST(extra_host_address_is_not_in_the_digest)
+{
+        char digests[2][KILN_LLB_DIGEST_LEN + 1];
+        for (int v = 0; v < 2; v++) {
+                _cleanup_(kiln_llb_def_freep) struct kiln_llb_def *def = kiln_llb_def_new();
+                const struct kiln_llb_op *root = add_image(def, "docker.io/library/alpine:3.20");
+                const struct kiln_llb_op *ctx = add_local(def);
+                ASSERT_TRUE(root && ctx);
+                struct kiln_llb_op *op = make_exec(0, root, ctx);
+                kiln_llb_exec_add_extra_host(op, "db", v ? "10.0.0.9" : "10.0.0.2");
+                const struct kiln_llb_op *e = add(def, op);
+                ASSERT_TRUE(e);
+                ASSERT_STREQ(e->exec.extra_hosts[0].ip, v ? "10.0.0.9" : "10.0.0.2");
+                memcpy(digests[v], e->digest, sizeof(digests[v]));
+        }
+        ASSERT_STREQ(digests[0], digests[1]);
         return 0;
 }
 
