@@ -498,17 +498,52 @@ static void build_on_event(void *userdata, const struct kiln_solver_event *e)
         }
 }
 
-static const struct kiln_llb_source_local *find_local_source(const struct kiln_llb_def *def,
-                                                             const char *name)
+static const struct kiln_llb_op *find_local_source(const struct kiln_llb_def *def,
+                                                   const char *name)
 {
         for (size_t i = 0; def && i < kiln_llb_def_n_ops(def); i++) {
                 const struct kiln_llb_op *op = kiln_llb_def_op(def, i);
 
                 if (op->type == KILN_LLB_OP_SOURCE && op->source.type == KILN_LLB_SOURCE_LOCAL &&
                     op->source.local.name && streq(op->source.local.name, name))
-                        return &op->source.local;
+                        return op;
         }
         return NULL;
+}
+
+/* BuildKit's status line of a file transfer: "transferring context: 2B
+ * done" under the vertex it belongs to. */
+static void transfer_status(struct build_run *run, const char *vertex, const char *what,
+                            uint64_t bytes, int64_t started)
+{
+        char s[KILN_API_TIME_SIZE], c[KILN_API_TIME_SIZE];
+        _cleanup_free_ char *name = kiln_xasprintf("transferring %s:", what);
+        struct kiln_api_build_event ev = {
+                .type = KILN_API_BUILD_EVENT_STATUS,
+                .vertex = (char *) vertex,
+                .id = name,
+                .name = name,
+                .current = (int64_t) bytes,
+        };
+
+        format_time(started, s, &ev.started);
+        format_time(now_ns(), c, &ev.completed);
+        emit(run, &ev, false);
+}
+
+/* A vertex of BuildKit's that has no op here: the Dockerfile and the
+ * .dockerignore, which the client sent with the request. */
+static void internal_file_vertex(struct build_run *run, const char *name, const char *what,
+                                 size_t bytes)
+{
+        char hex[KILN_SHA256_HEX_LEN + 1], digest[8 + KILN_SHA256_HEX_LEN];
+        int64_t started = now_ns();
+
+        kiln_sha256_hex(name, strlen(name), hex);
+        (void) snprintf(digest, sizeof(digest), "sha256:%s", hex);
+        internal_vertex(run, digest, name, started, 0, NULL);
+        transfer_status(run, digest, what, bytes, started);
+        internal_vertex(run, digest, name, started, now_ns(), NULL);
 }
 
 /* The solver needs the local source name: ask the client for it and wait
@@ -519,7 +554,9 @@ static int build_local(void *userdata, const char *name, struct kiln_source_loca
 {
         struct build_run *run = userdata;
         struct kiln_daemon_build *b = run->b;
-        const struct kiln_llb_source_local *src = find_local_source(run->def, name);
+        const struct kiln_llb_op *op = find_local_source(run->def, name);
+        const struct kiln_llb_source_local *src = op ? &op->source.local : NULL;
+        int64_t started = now_ns();
         struct kiln_api_build_event ev = {
                 .type = KILN_API_BUILD_EVENT_CONTEXT_REQUEST,
                 .name = (char *) name,
@@ -574,6 +611,8 @@ static int build_local(void *userdata, const char *name, struct kiln_source_loca
 
                 if (l->state == KILN_DAEMON_LOCAL_DONE) {
                         *ret = l->context;
+                        if (created && op)
+                                transfer_status(run, op->digest, "context", l->bytes, started);
                         break;
                 }
                 if (l->state == KILN_DAEMON_LOCAL_FAILED) {
@@ -729,10 +768,19 @@ static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **
                 o.network = KILN_LLB_NETWORK_HOST;
         o.resolve = build_resolve;
         o.userdata = run;
+        {
+                _cleanup_free_ char *name = kiln_xasprintf(
+                        "[internal] load build definition from %s",
+                        req->dockerfile_name ? req->dockerfile_name : "Dockerfile");
+
+                internal_file_vertex(run, name, "dockerfile", strlen(req->dockerfile));
+        }
         r = kiln_dockerfile_convert(req->dockerfile, strlen(req->dockerfile), &o, &conv, err);
         if (r < 0)
                 goto out;
         run->def = conv->def;
+        internal_file_vertex(run, "[internal] load .dockerignore", "context",
+                             req->dockerignore ? strlen(req->dockerignore) : 0);
 
         for (size_t i = 0; i < conv->n_warnings; i++) {
                 const struct kiln_dockerfile_lint_warning *w = &conv->warnings[i];

@@ -458,6 +458,7 @@ static int upload_run(struct kiln_daemon_op *op, void *args, struct kiln_error *
                         r = kiln_error_set(&err, -ECANCELED, "build '%s' is over", b->id);
         } else if (r >= 0) {
                 l->context = TAKE_PTR(ctx);
+                l->bytes = stats.bytes;
                 kiln_daemon_build_local_set_state(b, l, KILN_DAEMON_LOCAL_DONE);
         } else {
                 /* The build fails with the reason: a tar that does not

@@ -368,6 +368,7 @@ struct kiln_daemon_build_local {
         int64_t deadline_ms; /* CLOCK_MONOTONIC: give up waiting for the client */
         struct kiln_source_local_transfer *transfer; /* from ENTRIES to RECEIVING */
         struct kiln_source_local_context *context;   /* DONE */
+        uint64_t bytes; /* DONE: what the client sent (file contents) */
         int error_code;
         char *error;
 };

@@ -151,6 +151,13 @@ def test_documented_hello_world_through_the_mirror(builder, tmp_path):
     assert "hello world" in logs_of(lines, "[2/2] RUN echo")
     assert any(n.startswith("[1/2] FROM docker.io/library/alpine:latest@sha256:")
                for n in lines), list(lines)
+    # BuildKit's internal steps, in its order
+    names = [n for n in lines if not n.startswith("building with ")]
+    assert names[:3] == ["[internal] load build definition from Dockerfile",
+                         "[internal] load metadata for docker.io/library/alpine:latest",
+                         "[internal] load .dockerignore"], names
+    assert f"transferring dockerfile: {len(HELLO)}B done" in \
+        step(lines, "[internal] load build definition")
     # the mirror served the pull: requests carried ?ns=docker.io
     layer = [e for e in b.reg.access_log() if e.method == "GET" and
              re.fullmatch(r"/v2/library/alpine/blobs/sha256:[0-9a-f]{64}\?ns=docker\.io", e.uri)]
