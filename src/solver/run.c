@@ -19,6 +19,7 @@
 #include "fileop/fileop.h"
 #include "snapshot/snapshot.h"
 #include "solver/solver-internal.h"
+#include "source/git.h"
 #include "source/http.h"
 #include "source/image.h"
 #include "source/local.h"
@@ -1149,6 +1150,130 @@ static int run_file(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
         return r;
 }
 
+/* ---- git ---- */
+
+struct git_secret {
+        const char *id;
+        bool token;
+};
+
+static void on_git_output(void *ud, int stream, const void *data, size_t n)
+{
+        struct status_ctx *c = ud;
+        kiln_solver_emit_log(c->sv, c->n, stream, data, n);
+}
+
+/* The options of n's git source: secrets and ssh agent from the build. */
+static int git_options(struct kiln_solver_solve *sv, struct kiln_solver_node *n, const char *dir,
+                       struct status_ctx *sc, struct kiln_source_git_options *o,
+                       struct kiln_error **err)
+{
+        const struct kiln_llb_source_git *g = &n->op->source.git;
+        *o = (struct kiln_source_git_options){
+                .remote = g->remote,
+                .ref = g->ref,
+                .subdir = g->subdir,
+                .keep_git_dir = g->keep_git_dir,
+                .checksum = g->checksum,
+                .skip_submodules = g->skip_submodules,
+                .known_ssh_hosts = g->known_ssh_hosts,
+                .cache_dir = sv->s->git_dir,
+                .work_dir = dir,
+                .cancel = &sv->cancel,
+                .on_output = on_git_output,
+                .userdata = sc,
+        };
+        /* BuildKit's llb.Git always names these two; the first one the
+         * build has wins: per host first, then plain, header before token.
+         * A secret the build does not have is skipped, as BuildKit does. */
+        const char *hdr = g->auth_header_secret, *tok = g->auth_token_secret;
+        if (!hdr && !tok) {
+                hdr = "GIT_AUTH_HEADER";
+                tok = "GIT_AUTH_TOKEN";
+        }
+        _cleanup_free_ char *host = kiln_source_git_host(g->remote);
+        _cleanup_free_ char *hdr_host = hdr && host ? kiln_xasprintf("%s.%s", hdr, host) : NULL;
+        _cleanup_free_ char *tok_host = tok && host ? kiln_xasprintf("%s.%s", tok, host) : NULL;
+        const struct git_secret names[] = {
+                { hdr_host, false }, { tok_host, true }, { hdr, false }, { tok, true }
+        };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                const struct kiln_solver_secret *sec =
+                        names[i].id ? find_secret(sv->b, names[i].id) : NULL;
+                if (!sec)
+                        continue;
+                if (names[i].token) {
+                        o->auth_token = sec->data;
+                        o->auth_token_len = sec->len;
+                } else {
+                        o->auth_header = sec->data;
+                        o->auth_header_len = sec->len;
+                }
+                break;
+        }
+        if (kiln_source_git_is_ssh(g->remote)) {
+                const char *id =
+                        g->mount_ssh_sock && *g->mount_ssh_sock ? g->mount_ssh_sock : "default";
+                const struct kiln_solver_ssh *ssh = find_ssh(sv->b, id);
+                if (!ssh)
+                        return kiln_error_set(err, -ENOKEY,
+                                              "no SSH key \"%s\" forwarded from the client", id);
+                o->ssh_auth_sock = ssh->path;
+        }
+        return 0;
+}
+
+int kiln_solver_git_resolve(struct kiln_solver_solve *sv, struct kiln_solver_node *n,
+                            struct kiln_error **err)
+{
+        struct run run;
+        int r = run_init(&run, sv, n, err);
+        if (r < 0)
+                return r;
+        struct status_ctx sc = { sv, n };
+        struct kiln_source_git_options o;
+        r = git_options(sv, n, run.dir, &sc, &o, err);
+        if (r >= 0)
+                r = kiln_source_git_resolve(&o, &n->git, err);
+        /* as BuildKit's solver words a failing CacheMap */
+        if (r < 0 && r != -ECANCELED)
+                kiln_error_wrap(err, "failed to load cache key");
+        run_cleanup(&run);
+        if (r < 0)
+                return r;
+        free(n->content_digest);
+        n->content_digest = kiln_xasprintf("git:%s", n->git.key);
+        return 0;
+}
+
+/* Fetches the resolved commit and checks it out into a new snapshot,
+ * holding a max-parallelism slot as BuildKit's source ops do. */
+static int run_git(struct kiln_solver_solve *sv, struct kiln_solver_node *n, char **outputs,
+                   struct kiln_error **err)
+{
+        if (!n->git.commit)
+                return kiln_error_set(err, -EINVAL, "git source: not resolved");
+        int r = kiln_solver_sem_acquire(sv);
+        if (r < 0)
+                return kiln_error_set(err, r, "canceled");
+        struct run run;
+        r = run_init(&run, sv, n, err);
+        if (r < 0) {
+                kiln_solver_sem_release(sv);
+                return r;
+        }
+        kiln_solver_vertex_started(sv, n);
+        struct status_ctx sc = { sv, n };
+        struct kiln_source_git_options o;
+        r = git_options(sv, n, run.dir, &sc, &o, err);
+        if (r >= 0)
+                r = kiln_source_git_snapshot(sv->s->snapshots, &o, &n->git, &outputs[0], err);
+        run_cleanup(&run);
+        kiln_solver_vertex_finished(sv, n);
+        kiln_solver_sem_release(sv);
+        return r;
+}
+
 /* ---- merge ---- */
 
 /* The inputs layered in order onto a copy of the first: a later input's
@@ -1212,8 +1337,7 @@ int kiln_solver_run_op(struct kiln_solver_solve *sv, struct kiln_solver_node *n,
                 case KILN_LLB_SOURCE_HTTP:
                         return run_http(sv, n, outputs, err);
                 case KILN_LLB_SOURCE_GIT:
-                        return kiln_error_set(err, -ENOTSUP, "git source '%s': not supported yet",
-                                              op->source.git.remote);
+                        return run_git(sv, n, outputs, err);
                 case KILN_LLB_SOURCE_LOCAL:
                         break;
                 }

@@ -12,6 +12,7 @@
 #include "llb/llb.h"
 #include "solver/cache.h"
 #include "solver/solver.h"
+#include "source/git.h"
 
 struct kiln_source_image_unpacker;
 
@@ -47,6 +48,7 @@ struct kiln_solver {
         char *root;
         char *exec_dir;       /* <root>/exec */
         char *cachemount_dir; /* <root>/cachemounts */
+        char *git_dir;        /* <root>/git: bare cache repositories of git sources */
         char *runtime_binary;
         char *resolv_conf;
         struct kiln_content_store *store;
@@ -89,9 +91,12 @@ struct kiln_solver_node {
         char **outputs;
         /* Local sources: the build's context (borrowed from the caller). */
         struct kiln_source_local_context *local;
-        /* HTTP sources without a checksum: the downloaded content's digest,
-         * part of the cache key (the URL may serve new content any time). */
+        /* HTTP sources without a checksum: the downloaded content's digest;
+         * git sources: "git:" + the resolved commit's key. Part of the
+         * cache key (the URL or the ref may name new content any time). */
         char *content_digest;
+        /* Git sources: the ref resolved to a commit before keying. */
+        struct kiln_source_git_resolved git;
         /* Vertex state, guarded by solve.event_lock. */
         int64_t started;
         int64_t completed;
@@ -157,6 +162,12 @@ int kiln_solver_run_op(struct kiln_solver_solve *sv, struct kiln_solver_node *n,
  * use held that the caller releases; *ret NULL: empty. */
 int kiln_solver_ref_snapshot(struct kiln_solver_solve *sv, struct kiln_solver_node *node,
                              uint32_t output, char **ret, struct kiln_error **err);
+
+/* Git sources: resolves the op's ref to a commit (git ls-remote; no
+ * max-parallelism slot, as BuildKit resolves while computing cache keys)
+ * into n->git and sets n->content_digest from its key. */
+int kiln_solver_git_resolve(struct kiln_solver_solve *sv, struct kiln_solver_node *n,
+                            struct kiln_error **err);
 
 /* Removes what is left of exec/ from a previous run (nothing is mounted
  * there any more: the snapshot store detached it). */

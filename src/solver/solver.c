@@ -190,6 +190,7 @@ int kiln_solver_new(const struct kiln_solver_config *c, struct kiln_solver **ret
         s->root = kiln_xstrdup(c->root);
         s->exec_dir = kiln_xasprintf("%s/exec", c->root);
         s->cachemount_dir = kiln_xasprintf("%s/cachemounts", c->root);
+        s->git_dir = kiln_xasprintf("%s/git", c->root);
         s->runtime_binary = kiln_xstrdup(c->runtime_binary ? c->runtime_binary : "runc");
         s->resolv_conf = c->resolv_conf ? kiln_xstrdup(c->resolv_conf) : NULL;
         s->store = c->store;
@@ -237,6 +238,7 @@ struct kiln_solver *kiln_solver_free(struct kiln_solver *s)
         free(s->root);
         free(s->exec_dir);
         free(s->cachemount_dir);
+        free(s->git_dir);
         free(s->runtime_binary);
         free(s->resolv_conf);
         free(s);
@@ -283,7 +285,7 @@ static char *default_name(const struct kiln_llb_op *op)
                 case KILN_LLB_SOURCE_HTTP:
                         return kiln_xstrdup(op->source.http.url);
                 case KILN_LLB_SOURCE_GIT:
-                        return kiln_xstrdup(op->source.git.remote);
+                        return kiln_source_git_redact(op->source.git.remote);
                 }
                 break;
         case KILN_LLB_OP_EXEC: {
@@ -367,6 +369,7 @@ static void release_nodes(struct kiln_solver_solve *sv)
                 free(n->name);
                 free(n->error);
                 free(n->content_digest);
+                kiln_source_git_resolved_release(&n->git);
         }
         free(sv->nodes);
 }
@@ -765,7 +768,14 @@ static int process_node(struct kiln_solver_solve *sv, struct kiln_solver_node *n
             !op->source.http.checksum)
                 return process_http(sv, n, err);
 
-        int r = compute_key(sv, n, err);
+        int r;
+        if (op->type == KILN_LLB_OP_SOURCE && op->source.type == KILN_LLB_SOURCE_GIT) {
+                /* the key is the commit the ref names now */
+                r = kiln_solver_git_resolve(sv, n, err);
+                if (r < 0)
+                        return r;
+        }
+        r = compute_key(sv, n, err);
         if (r < 0)
                 return r;
         _cleanup_free_ char **outputs =

@@ -27,10 +27,19 @@
  * the content is unchanged), exec (bind, cache, tmpfs, secret and ssh
  * mounts; mount stubs the runtime created are removed afterwards as
  * BuildKit's MountStubsCleaner does), file, and merge (the inputs copied in
- * order onto the first, later ones winning). Git sources and diff ops fail
+ * order onto the first, later ones winning). Git sources (source/git.h)
+ * resolve their ref to a commit with `git ls-remote` before keying (no
+ * slot taken, as BuildKit resolves in CacheMap) and are keyed by that
+ * commit (with subdir, keep_git_dir, skip_submodules), so a build is cached
+ * while the ref names the same commit; a miss fetches into <root>/git and
+ * checks out under a slot. The auth secrets they name (by default
+ * GIT_AUTH_HEADER and GIT_AUTH_TOKEN, "<id>.<host>" first) come from the
+ * build's secrets, absent ones are skipped as BuildKit does; ssh remotes
+ * use the build's ssh agent of mount_ssh_sock ("default"). Diff ops fail
  * with "not supported yet".
  *
  * On-disk state under config.root: meta.db (cache records, SQLite WAL),
+ * git/<sha256(remote)>/ (bare cache repositories of git sources),
  * exec/<id>/ (mount points and runtime bundles while a step runs),
  * cachemounts/<sha256(id)>/ (RUN --mount=type=cache directories).
  *
