@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "api.h"
+#include "api-internal.h"
 
 /* ---- small helpers ---- */
 
@@ -144,44 +144,11 @@ int kiln_api_base64_decode(const char *s, size_t n, uint8_t **ret, size_t *ret_l
 
 /* ---- encoding ---- */
 
-static int set(json_t *o, const char *key, json_t *value)
-{
-        return json_object_set_new(o, key, value) < 0 ? -ENOMEM : 0;
-}
-
-static int set_str(json_t *o, const char *key, const char *value)
-{
-        return value ? set(o, key, kiln_api_json_string(value)) : 0;
-}
-
-static int set_int(json_t *o, const char *key, int64_t value)
-{
-        return set(o, key, json_integer(value));
-}
-
-static int set_uint(json_t *o, const char *key, uint64_t value)
-{
-        return set(o, key, json_integer(value > INT64_MAX ? INT64_MAX : (json_int_t) value));
-}
-
-static json_t *strv_to_json(const char *const *v, size_t n)
-{
-        json_t *a = json_array();
-
-        if (!a)
-                return NULL;
-        for (size_t i = 0; i < n; i++)
-                if (json_array_append_new(a, kiln_api_json_string(v[i])) < 0) {
-                        json_decref(a);
-                        return NULL;
-                }
-        return a;
-}
-
 /* An array key only when it has members. */
 static int set_strv(json_t *o, const char *key, char *const *v, size_t n)
 {
-        return n > 0 ? set(o, key, strv_to_json((const char *const *) v, n)) : 0;
+        return n > 0 ? kiln_api_json_set(o, key, kiln_api_json_strv((const char *const *) v, n))
+                     : 0;
 }
 
 static json_t *kv_to_json(const struct kiln_api_kv *kv, size_t n)
@@ -191,21 +158,11 @@ static json_t *kv_to_json(const struct kiln_api_kv *kv, size_t n)
         if (!o)
                 return NULL;
         for (size_t i = 0; i < n; i++)
-                if (set_str(o, kv[i].key, kv[i].value ? kv[i].value : "") < 0) {
+                if (kiln_api_json_set_str(o, kv[i].key, kv[i].value ? kv[i].value : "") < 0) {
                         json_decref(o);
                         return NULL;
                 }
         return o;
-}
-
-static int finish(json_t *o, int r, json_t **ret)
-{
-        if (r < 0) {
-                json_decref(o);
-                return -ENOMEM;
-        }
-        *ret = o;
-        return 0;
 }
 
 int kiln_api_build_request_to_json(const struct kiln_api_build_request *req, json_t **ret)
@@ -215,21 +172,22 @@ int kiln_api_build_request_to_json(const struct kiln_api_build_request *req, jso
 
         if (!o)
                 return -ENOMEM;
-        r |= set_str(o, "dockerfile", req->dockerfile);
-        r |= set_str(o, "dockerfileName", req->dockerfile_name);
-        r |= set_str(o, "dockerignore", req->dockerignore);
-        r |= set_str(o, "contextKey", req->context_key);
+        r |= kiln_api_json_set_str(o, "dockerfile", req->dockerfile);
+        r |= kiln_api_json_set_str(o, "dockerfileName", req->dockerfile_name);
+        r |= kiln_api_json_set_str(o, "dockerignore", req->dockerignore);
+        r |= kiln_api_json_set_str(o, "contextKey", req->context_key);
         if (req->n_build_args > 0)
-                r |= set(o, "buildArgs", kv_to_json(req->build_args, req->n_build_args));
+                r |= kiln_api_json_set(o, "buildArgs",
+                                       kv_to_json(req->build_args, req->n_build_args));
         if (req->n_labels > 0)
-                r |= set(o, "labels", kv_to_json(req->labels, req->n_labels));
-        r |= set_str(o, "target", req->target);
-        r |= set_str(o, "platform", req->platform);
+                r |= kiln_api_json_set(o, "labels", kv_to_json(req->labels, req->n_labels));
+        r |= kiln_api_json_set_str(o, "target", req->target);
+        r |= kiln_api_json_set_str(o, "platform", req->platform);
         if (req->no_cache)
-                r |= set(o, "noCache", json_true());
+                r |= kiln_api_json_set(o, "noCache", json_true());
         r |= set_strv(o, "noCacheFilter", req->no_cache_filter, req->n_no_cache_filter);
         r |= set_strv(o, "addHosts", req->add_hosts, req->n_add_hosts);
-        r |= set_str(o, "network", req->network);
+        r |= kiln_api_json_set_str(o, "network", req->network);
         r |= set_strv(o, "allow", req->allow, req->n_allow);
         if (req->n_secrets > 0) {
                 json_t *a = json_array();
@@ -239,15 +197,16 @@ int kiln_api_build_request_to_json(const struct kiln_api_build_request *req, jso
                         char *data =
                                 kiln_api_base64_encode(req->secrets[i].data, req->secrets[i].len);
 
-                        if (!s || !data || set_str(s, "id", req->secrets[i].id) < 0 ||
-                            set_str(s, "data", data) < 0 || json_array_append_new(a, s) < 0)
+                        if (!s || !data || kiln_api_json_set_str(s, "id", req->secrets[i].id) < 0 ||
+                            kiln_api_json_set_str(s, "data", data) < 0 ||
+                            json_array_append_new(a, s) < 0)
                                 r = -ENOMEM;
                         if (data) {
                                 explicit_bzero(data, strlen(data));
                                 free(data);
                         }
                 }
-                r |= set(o, "secrets", a);
+                r |= kiln_api_json_set(o, "secrets", a);
         }
         if (req->n_ssh > 0) {
                 json_t *a = json_array();
@@ -255,14 +214,14 @@ int kiln_api_build_request_to_json(const struct kiln_api_build_request *req, jso
                 for (size_t i = 0; a && i < req->n_ssh; i++) {
                         json_t *s = json_object();
 
-                        if (!s || set_str(s, "id", req->ssh[i].id) < 0 ||
-                            set_str(s, "path", req->ssh[i].path) < 0 ||
+                        if (!s || kiln_api_json_set_str(s, "id", req->ssh[i].id) < 0 ||
+                            kiln_api_json_set_str(s, "path", req->ssh[i].path) < 0 ||
                             json_array_append_new(a, s) < 0)
                                 r = -ENOMEM;
                 }
-                r |= set(o, "ssh", a);
+                r |= kiln_api_json_set(o, "ssh", a);
         }
-        return finish(o, r, ret);
+        return kiln_api_json_finish(o, r, ret);
 }
 
 int kiln_api_context_entries_to_json(const struct kiln_api_context_entry *entries, size_t n,
@@ -284,18 +243,18 @@ int kiln_api_context_entries_to_json(const struct kiln_api_context_entry *entrie
                         r = -ENOMEM;
                         break;
                 }
-                r |= set_str(j, "path", e->path);
-                r |= set_uint(j, "mode", e->mode);
-                r |= set_uint(j, "size", e->size);
-                r |= set_int(j, "mtime", e->mtime_ns);
-                r |= set_uint(j, "uid", e->uid);
-                r |= set_uint(j, "gid", e->gid);
-                r |= set_str(j, "link", e->link);
+                r |= kiln_api_json_set_str(j, "path", e->path);
+                r |= kiln_api_json_set_uint(j, "mode", e->mode);
+                r |= kiln_api_json_set_uint(j, "size", e->size);
+                r |= kiln_api_json_set_int(j, "mtime", e->mtime_ns);
+                r |= kiln_api_json_set_uint(j, "uid", e->uid);
+                r |= kiln_api_json_set_uint(j, "gid", e->gid);
+                r |= kiln_api_json_set_str(j, "link", e->link);
                 if (json_array_append_new(a, j) < 0)
                         r = -ENOMEM;
         }
-        r |= set(o, "entries", a);
-        return finish(o, r, ret);
+        r |= kiln_api_json_set(o, "entries", a);
+        return kiln_api_json_finish(o, r, ret);
 }
 
 int kiln_api_context_need_to_json(const char *const *paths, size_t n, json_t **ret)
@@ -305,8 +264,8 @@ int kiln_api_context_need_to_json(const char *const *paths, size_t n, json_t **r
 
         if (!o)
                 return -ENOMEM;
-        r |= set(o, "need", strv_to_json(paths, n));
-        return finish(o, r, ret);
+        r |= kiln_api_json_set(o, "need", kiln_api_json_strv(paths, n));
+        return kiln_api_json_finish(o, r, ret);
 }
 
 int kiln_api_context_upload_result_to_json(uint64_t files, uint64_t bytes, json_t **ret)
@@ -316,9 +275,9 @@ int kiln_api_context_upload_result_to_json(uint64_t files, uint64_t bytes, json_
 
         if (!o)
                 return -ENOMEM;
-        r |= set_uint(o, "files", files);
-        r |= set_uint(o, "bytes", bytes);
-        return finish(o, r, ret);
+        r |= kiln_api_json_set_uint(o, "files", files);
+        r |= kiln_api_json_set_uint(o, "bytes", bytes);
+        return kiln_api_json_finish(o, r, ret);
 }
 
 static const char *const build_event_types[_KILN_API_BUILD_EVENT_TYPE_MAX] = {
@@ -334,17 +293,13 @@ static const char *const build_event_types[_KILN_API_BUILD_EVENT_TYPE_MAX] = {
 
 const char *kiln_api_build_event_type_to_string(enum kiln_api_build_event_type t)
 {
-        if ((int) t < 0 || t >= _KILN_API_BUILD_EVENT_TYPE_MAX)
-                return NULL;
-        return build_event_types[t];
+        return kiln_api_name_to_string(build_event_types, ELEMENTSOF(build_event_types), (int) t);
 }
 
 enum kiln_api_build_event_type kiln_api_build_event_type_from_string(const char *s)
 {
-        for (size_t i = 0; s && i < ELEMENTSOF(build_event_types); i++)
-                if (streq(s, build_event_types[i]))
-                        return (enum kiln_api_build_event_type) i;
-        return _KILN_API_BUILD_EVENT_TYPE_INVALID;
+        return (enum kiln_api_build_event_type) kiln_api_name_from_string(
+                build_event_types, ELEMENTSOF(build_event_types), s);
 }
 
 int kiln_api_build_event_to_json(const struct kiln_api_build_event *ev, json_t **ret)
@@ -358,31 +313,33 @@ int kiln_api_build_event_to_json(const struct kiln_api_build_event *ev, json_t *
         o = json_object();
         if (!o)
                 return -ENOMEM;
-        r |= set_str(o, "type", type);
-        r |= set_str(o, "time", ev->time);
+        r |= kiln_api_json_set_str(o, "type", type);
+        r |= kiln_api_json_set_str(o, "time", ev->time);
         switch (ev->type) {
         case KILN_API_BUILD_EVENT_BUILD:
-                r |= set_str(o, "id", ev->id);
+                r |= kiln_api_json_set_str(o, "id", ev->id);
                 break;
         case KILN_API_BUILD_EVENT_VERTEX:
-                r |= set_str(o, "digest", ev->digest);
-                r |= set_str(o, "name", ev->name);
-                r |= set(o, "inputs", strv_to_json((const char *const *) ev->inputs, ev->n_inputs));
-                r |= set_str(o, "started", ev->started);
-                r |= set_str(o, "completed", ev->completed);
+                r |= kiln_api_json_set_str(o, "digest", ev->digest);
+                r |= kiln_api_json_set_str(o, "name", ev->name);
+                r |= kiln_api_json_set(
+                        o, "inputs",
+                        kiln_api_json_strv((const char *const *) ev->inputs, ev->n_inputs));
+                r |= kiln_api_json_set_str(o, "started", ev->started);
+                r |= kiln_api_json_set_str(o, "completed", ev->completed);
                 if (ev->cached)
-                        r |= set(o, "cached", json_true());
-                r |= set_str(o, "error", ev->error);
+                        r |= kiln_api_json_set(o, "cached", json_true());
+                r |= kiln_api_json_set_str(o, "error", ev->error);
                 break;
         case KILN_API_BUILD_EVENT_STATUS:
-                r |= set_str(o, "vertex", ev->vertex);
-                r |= set_str(o, "id", ev->id);
-                r |= set_str(o, "name", ev->name);
-                r |= set_int(o, "current", ev->current);
+                r |= kiln_api_json_set_str(o, "vertex", ev->vertex);
+                r |= kiln_api_json_set_str(o, "id", ev->id);
+                r |= kiln_api_json_set_str(o, "name", ev->name);
+                r |= kiln_api_json_set_int(o, "current", ev->current);
                 if (ev->total > 0)
-                        r |= set_int(o, "total", ev->total);
-                r |= set_str(o, "started", ev->started);
-                r |= set_str(o, "completed", ev->completed);
+                        r |= kiln_api_json_set_int(o, "total", ev->total);
+                r |= kiln_api_json_set_str(o, "started", ev->started);
+                r |= kiln_api_json_set_str(o, "completed", ev->completed);
                 break;
         case KILN_API_BUILD_EVENT_LOG: {
                 char *data = kiln_api_base64_encode(ev->data, ev->len);
@@ -391,87 +348,50 @@ int kiln_api_build_event_to_json(const struct kiln_api_build_event *ev, json_t *
                         r = -ENOMEM;
                         break;
                 }
-                r |= set_str(o, "vertex", ev->vertex);
-                r |= set_int(o, "stream", ev->stream);
-                r |= set_str(o, "data", data);
+                r |= kiln_api_json_set_str(o, "vertex", ev->vertex);
+                r |= kiln_api_json_set_int(o, "stream", ev->stream);
+                r |= kiln_api_json_set_str(o, "data", data);
                 free(data);
                 break;
         }
         case KILN_API_BUILD_EVENT_WARNING:
-                r |= set_str(o, "rule", ev->rule);
-                r |= set_str(o, "message", ev->message);
+                r |= kiln_api_json_set_str(o, "rule", ev->rule);
+                r |= kiln_api_json_set_str(o, "message", ev->message);
                 if (ev->url && ev->url[0])
-                        r |= set_str(o, "url", ev->url);
+                        r |= kiln_api_json_set_str(o, "url", ev->url);
                 if (ev->line > 0)
-                        r |= set_uint(o, "line", ev->line);
+                        r |= kiln_api_json_set_uint(o, "line", ev->line);
                 break;
         case KILN_API_BUILD_EVENT_CONTEXT_REQUEST:
-                r |= set_str(o, "name", ev->name);
-                r |= set(o, "followPaths",
-                         strv_to_json((const char *const *) ev->follow_paths, ev->n_follow_paths));
-                r |= set(o, "includePatterns",
-                         strv_to_json((const char *const *) ev->include_patterns,
-                                      ev->n_include_patterns));
-                r |= set(o, "excludePatterns",
-                         strv_to_json((const char *const *) ev->exclude_patterns,
-                                      ev->n_exclude_patterns));
+                r |= kiln_api_json_set_str(o, "name", ev->name);
+                r |= kiln_api_json_set(o, "followPaths",
+                                       kiln_api_json_strv((const char *const *) ev->follow_paths,
+                                                          ev->n_follow_paths));
+                r |= kiln_api_json_set(
+                        o, "includePatterns",
+                        kiln_api_json_strv((const char *const *) ev->include_patterns,
+                                           ev->n_include_patterns));
+                r |= kiln_api_json_set(
+                        o, "excludePatterns",
+                        kiln_api_json_strv((const char *const *) ev->exclude_patterns,
+                                           ev->n_exclude_patterns));
                 break;
         case KILN_API_BUILD_EVENT_RESULT:
-                r |= set(o, "config", ev->config ? json_incref(ev->config) : json_object());
-                r |= set_str(o, "snapshot", ev->snapshot);
+                r |= kiln_api_json_set(o, "config",
+                                       ev->config ? json_incref(ev->config) : json_object());
+                r |= kiln_api_json_set_str(o, "snapshot", ev->snapshot);
                 break;
         case KILN_API_BUILD_EVENT_ERROR:
-                r |= set_str(o, "error", ev->error ? ev->error : "unknown error");
+                r |= kiln_api_json_set_str(o, "error", ev->error ? ev->error : "unknown error");
                 break;
         case _KILN_API_BUILD_EVENT_TYPE_MAX:
         case _KILN_API_BUILD_EVENT_TYPE_INVALID:
                 break;
         }
-        return finish(o, r, ret);
+        return kiln_api_json_finish(o, r, ret);
 }
 
 /* ---- decoding ---- */
-
-/* A string member: absent (or null when !strict) leaves *ret alone. */
-static int get_str(const json_t *o, const char *what, const char *key, bool required, size_t max,
-                   char **ret, struct kiln_error **err)
-{
-        const json_t *v = json_object_get(o, key);
-
-        if (!v || json_is_null(v)) {
-                if (required)
-                        return kiln_error_set(err, -EINVAL, "%s: missing \"%s\"", what, key);
-                return 0;
-        }
-        if (!json_is_string(v))
-                return kiln_error_set(err, -EINVAL, "%s: \"%s\" must be a string", what, key);
-        if (max && json_string_length(v) > max)
-                return kiln_error_set(err, -E2BIG, "%s: \"%s\" is longer than %zu bytes", what, key,
-                                      max);
-        if (strlen(json_string_value(v)) != json_string_length(v))
-                return kiln_error_set(err, -EINVAL, "%s: \"%s\" holds a NUL character", what, key);
-        free(*ret);
-        *ret = kiln_xstrndup(json_string_value(v), json_string_length(v));
-        return 0;
-}
-
-static int get_int(const json_t *o, const char *what, const char *key, bool required, int64_t min,
-                   int64_t max, int64_t *ret, struct kiln_error **err)
-{
-        const json_t *v = json_object_get(o, key);
-
-        if (!v) {
-                if (required)
-                        return kiln_error_set(err, -EINVAL, "%s: missing \"%s\"", what, key);
-                return 0;
-        }
-        if (!json_is_integer(v))
-                return kiln_error_set(err, -EINVAL, "%s: \"%s\" must be an integer", what, key);
-        if (json_integer_value(v) < min || json_integer_value(v) > max)
-                return kiln_error_set(err, -EINVAL, "%s: \"%s\" is out of range", what, key);
-        *ret = json_integer_value(v);
-        return 0;
-}
 
 static int get_bool(const json_t *o, const char *what, const char *key, bool *ret,
                     struct kiln_error **err)
@@ -581,24 +501,6 @@ static int get_kv(const json_t *o, const char *what, const char *key, struct kil
         return 0;
 }
 
-/* Refuses keys not in allowed (NULL-terminated). */
-static int check_keys(const json_t *o, const char *what, const char *const *allowed,
-                      struct kiln_error **err)
-{
-        const char *k;
-        json_t *v;
-
-        json_object_foreach ((json_t *) o, k, v) {
-                bool ok = false;
-
-                for (size_t i = 0; allowed[i] && !ok; i++)
-                        ok = streq(k, allowed[i]);
-                if (!ok)
-                        return kiln_error_set(err, -EINVAL, "%s: unknown field '%s'", what, k);
-        }
-        return 0;
-}
-
 void kiln_api_build_request_release(struct kiln_api_build_request *req)
 {
         free(req->dockerfile);
@@ -652,10 +554,10 @@ static int get_secrets(const json_t *o, const char *what, struct kiln_api_build_
 
                 if (!json_is_object(s))
                         return kiln_error_set(err, -EINVAL, "%s: expected an object", w);
-                r = check_keys(s, w, keys, err);
+                r = kiln_api_json_check_keys(s, w, keys, err);
                 if (r < 0)
                         return r;
-                r = get_str(s, w, "id", true, KILN_API_LIMIT_REF, &sec->id, err);
+                r = kiln_api_json_get_str(s, w, "id", true, KILN_API_LIMIT_REF, &sec->id, err);
                 if (r < 0) {
                         free(sec->id);
                         sec->id = NULL;
@@ -704,13 +606,14 @@ static int get_ssh(const json_t *o, const char *what, struct kiln_api_build_requ
 
                 if (!json_is_object(s))
                         return kiln_error_set(err, -EINVAL, "%s: expected an object", w);
-                r = check_keys(s, w, keys, err);
+                r = kiln_api_json_check_keys(s, w, keys, err);
                 req->n_ssh++;
                 if (r >= 0)
-                        r = get_str(s, w, "id", true, KILN_API_LIMIT_REF, &ssh->id, err);
+                        r = kiln_api_json_get_str(s, w, "id", true, KILN_API_LIMIT_REF, &ssh->id,
+                                                  err);
                 if (r >= 0)
-                        r = get_str(s, w, "path", true, KILN_API_LIMIT_CONTEXT_PATH, &ssh->path,
-                                    err);
+                        r = kiln_api_json_get_str(s, w, "path", true, KILN_API_LIMIT_CONTEXT_PATH,
+                                                  &ssh->path, err);
                 if (r < 0)
                         return r;
                 if (ssh->id[0] == '\0')
@@ -743,25 +646,28 @@ int kiln_api_build_request_from_json(const json_t *j, struct kiln_api_build_requ
 
         if (!json_is_object(j))
                 return kiln_error_set(err, -EINVAL, "%s: expected a JSON object", what);
-        r = check_keys(j, what, keys, err);
+        r = kiln_api_json_check_keys(j, what, keys, err);
         if (r >= 0)
-                r = get_str(j, what, "dockerfile", true, 0, &req.dockerfile, err);
+                r = kiln_api_json_get_str(j, what, "dockerfile", true, 0, &req.dockerfile, err);
         if (r >= 0)
-                r = get_str(j, what, "dockerfileName", false, KILN_API_LIMIT_CONTEXT_PATH,
-                            &req.dockerfile_name, err);
+                r = kiln_api_json_get_str(j, what, "dockerfileName", false,
+                                          KILN_API_LIMIT_CONTEXT_PATH, &req.dockerfile_name, err);
         if (r >= 0)
-                r = get_str(j, what, "dockerignore", false, 0, &req.dockerignore, err);
+                r = kiln_api_json_get_str(j, what, "dockerignore", false, 0, &req.dockerignore,
+                                          err);
         if (r >= 0)
-                r = get_str(j, what, "contextKey", true, KILN_API_LIMIT_CONTEXT_KEY,
-                            &req.context_key, err);
+                r = kiln_api_json_get_str(j, what, "contextKey", true, KILN_API_LIMIT_CONTEXT_KEY,
+                                          &req.context_key, err);
         if (r >= 0)
                 r = get_kv(j, what, "buildArgs", &req.build_args, &req.n_build_args, err);
         if (r >= 0)
                 r = get_kv(j, what, "labels", &req.labels, &req.n_labels, err);
         if (r >= 0)
-                r = get_str(j, what, "target", false, KILN_API_LIMIT_REF, &req.target, err);
+                r = kiln_api_json_get_str(j, what, "target", false, KILN_API_LIMIT_REF, &req.target,
+                                          err);
         if (r >= 0)
-                r = get_str(j, what, "platform", false, KILN_API_LIMIT_REF, &req.platform, err);
+                r = kiln_api_json_get_str(j, what, "platform", false, KILN_API_LIMIT_REF,
+                                          &req.platform, err);
         if (r >= 0)
                 r = get_bool(j, what, "noCache", &req.no_cache, err);
         if (r >= 0)
@@ -772,7 +678,7 @@ int kiln_api_build_request_from_json(const json_t *j, struct kiln_api_build_requ
                 r = get_strv(j, what, "addHosts", KILN_API_LIMIT_BUILD_ITEMS, KILN_API_LIMIT_REF,
                              true, &req.add_hosts, &req.n_add_hosts, err);
         if (r >= 0)
-                r = get_str(j, what, "network", false, 0, &req.network, err);
+                r = kiln_api_json_get_str(j, what, "network", false, 0, &req.network, err);
         if (r >= 0)
                 r = get_strv(j, what, "allow", KILN_API_LIMIT_BUILD_ITEMS, KILN_API_LIMIT_REF, true,
                              &req.allow, &req.n_allow, err);
@@ -877,7 +783,7 @@ int kiln_api_context_entries_from_json(const json_t *j, struct kiln_api_context_
 
         if (!json_is_object(j))
                 return kiln_error_set(err, -EINVAL, "%s: expected a JSON object", what);
-        r = check_keys(j, what, top, err);
+        r = kiln_api_json_check_keys(j, what, top, err);
         if (r < 0)
                 return r;
         a = json_object_get(j, "entries");
@@ -901,25 +807,27 @@ int kiln_api_context_entries_from_json(const json_t *j, struct kiln_api_context_
                 }
                 w = kiln_xasprintf("%s: entry %zu", what, i);
                 n++;
-                r = check_keys(o, w, keys, err);
+                r = kiln_api_json_check_keys(o, w, keys, err);
                 if (r >= 0)
-                        r = get_str(o, w, "path", true, KILN_API_LIMIT_CONTEXT_PATH, &e->path, err);
+                        r = kiln_api_json_get_str(o, w, "path", true, KILN_API_LIMIT_CONTEXT_PATH,
+                                                  &e->path, err);
                 if (r < 0)
                         goto fail;
                 free(w);
                 w = kiln_xasprintf("%s: '%s'", what, e->path);
-                r = get_int(o, w, "mode", true, 0, UINT32_MAX, &mode, err);
+                r = kiln_api_json_get_int(o, w, "mode", true, 0, UINT32_MAX, &mode, err);
                 if (r >= 0)
-                        r = get_int(o, w, "size", false, 0, INT64_MAX, &size, err);
+                        r = kiln_api_json_get_int(o, w, "size", false, 0, INT64_MAX, &size, err);
                 if (r >= 0)
-                        r = get_int(o, w, "mtime", false, INT64_MIN, INT64_MAX, &mtime, err);
+                        r = kiln_api_json_get_int(o, w, "mtime", false, INT64_MIN, INT64_MAX,
+                                                  &mtime, err);
                 if (r >= 0)
-                        r = get_int(o, w, "uid", false, 0, UINT32_MAX, &uid, err);
+                        r = kiln_api_json_get_int(o, w, "uid", false, 0, UINT32_MAX, &uid, err);
                 if (r >= 0)
-                        r = get_int(o, w, "gid", false, 0, UINT32_MAX, &gid, err);
+                        r = kiln_api_json_get_int(o, w, "gid", false, 0, UINT32_MAX, &gid, err);
                 if (r >= 0)
-                        r = get_str(o, w, "link", false, KILN_API_LIMIT_CONTEXT_PATH, &e->link,
-                                    err);
+                        r = kiln_api_json_get_str(o, w, "link", false, KILN_API_LIMIT_CONTEXT_PATH,
+                                                  &e->link, err);
                 if (r < 0)
                         goto fail;
                 e->mode = (uint32_t) mode;
@@ -1004,9 +912,10 @@ int kiln_api_context_upload_result_from_json(const json_t *j, uint64_t *files, u
                 return kiln_error_set(err, -EBADMSG,
                                       "context upload answer: expected a JSON "
                                       "object");
-        r = get_int(j, "context upload answer", "files", true, 0, INT64_MAX, &f, err);
+        r = kiln_api_json_get_int(j, "context upload answer", "files", true, 0, INT64_MAX, &f, err);
         if (r >= 0)
-                r = get_int(j, "context upload answer", "bytes", true, 0, INT64_MAX, &b, err);
+                r = kiln_api_json_get_int(j, "context upload answer", "bytes", true, 0, INT64_MAX,
+                                          &b, err);
         if (r < 0)
                 return -EBADMSG;
         *files = (uint64_t) f;
@@ -1047,61 +956,64 @@ int kiln_api_build_event_from_json(const json_t *j, struct kiln_api_build_event 
 
         if (!json_is_object(j))
                 return kiln_error_set(err, -EBADMSG, "build event: expected an object");
-        r = get_str(j, "build event", "type", true, 0, &type, err);
+        r = kiln_api_json_get_str(j, "build event", "type", true, 0, &type, err);
         if (r < 0)
                 return -EBADMSG;
         ev.type = kiln_api_build_event_type_from_string(type);
         if ((int) ev.type < 0)
                 return kiln_error_set(err, -EBADMSG, "build event: unknown type '%s'", type);
-        r = get_str(j, type, "time", false, 0, &ev.time, err);
+        r = kiln_api_json_get_str(j, type, "time", false, 0, &ev.time, err);
         switch (ev.type) {
         case KILN_API_BUILD_EVENT_BUILD:
                 if (r >= 0)
-                        r = get_str(j, type, "id", true, 0, &ev.id, err);
+                        r = kiln_api_json_get_str(j, type, "id", true, 0, &ev.id, err);
                 break;
         case KILN_API_BUILD_EVENT_VERTEX:
                 if (r >= 0)
-                        r = get_str(j, type, "digest", true, 0, &ev.digest, err);
+                        r = kiln_api_json_get_str(j, type, "digest", true, 0, &ev.digest, err);
                 if (r >= 0)
-                        r = get_str(j, type, "name", false, 0, &ev.name, err);
+                        r = kiln_api_json_get_str(j, type, "name", false, 0, &ev.name, err);
                 if (r >= 0)
                         r = get_strv(j, type, "inputs", 0, 0, false, &ev.inputs, &ev.n_inputs, err);
                 if (r >= 0)
-                        r = get_str(j, type, "started", false, 0, &ev.started, err);
+                        r = kiln_api_json_get_str(j, type, "started", false, 0, &ev.started, err);
                 if (r >= 0)
-                        r = get_str(j, type, "completed", false, 0, &ev.completed, err);
+                        r = kiln_api_json_get_str(j, type, "completed", false, 0, &ev.completed,
+                                                  err);
                 if (r >= 0)
                         r = get_bool(j, type, "cached", &ev.cached, err);
                 if (r >= 0)
-                        r = get_str(j, type, "error", false, 0, &ev.error, err);
+                        r = kiln_api_json_get_str(j, type, "error", false, 0, &ev.error, err);
                 break;
         case KILN_API_BUILD_EVENT_STATUS:
                 if (r >= 0)
-                        r = get_str(j, type, "vertex", false, 0, &ev.vertex, err);
+                        r = kiln_api_json_get_str(j, type, "vertex", false, 0, &ev.vertex, err);
                 if (r >= 0)
-                        r = get_str(j, type, "id", true, 0, &ev.id, err);
+                        r = kiln_api_json_get_str(j, type, "id", true, 0, &ev.id, err);
                 if (r >= 0)
-                        r = get_str(j, type, "name", false, 0, &ev.name, err);
+                        r = kiln_api_json_get_str(j, type, "name", false, 0, &ev.name, err);
                 if (r >= 0)
-                        r = get_int(j, type, "current", false, INT64_MIN, INT64_MAX, &ev.current,
-                                    err);
+                        r = kiln_api_json_get_int(j, type, "current", false, INT64_MIN, INT64_MAX,
+                                                  &ev.current, err);
                 if (r >= 0)
-                        r = get_int(j, type, "total", false, INT64_MIN, INT64_MAX, &ev.total, err);
+                        r = kiln_api_json_get_int(j, type, "total", false, INT64_MIN, INT64_MAX,
+                                                  &ev.total, err);
                 if (r >= 0)
-                        r = get_str(j, type, "started", false, 0, &ev.started, err);
+                        r = kiln_api_json_get_str(j, type, "started", false, 0, &ev.started, err);
                 if (r >= 0)
-                        r = get_str(j, type, "completed", false, 0, &ev.completed, err);
+                        r = kiln_api_json_get_str(j, type, "completed", false, 0, &ev.completed,
+                                                  err);
                 break;
         case KILN_API_BUILD_EVENT_LOG: {
                 _cleanup_free_ char *data = NULL;
 
                 if (r >= 0)
-                        r = get_str(j, type, "vertex", false, 0, &ev.vertex, err);
+                        r = kiln_api_json_get_str(j, type, "vertex", false, 0, &ev.vertex, err);
                 if (r >= 0)
-                        r = get_int(j, type, "stream", false, 0, 2, &v, err);
+                        r = kiln_api_json_get_int(j, type, "stream", false, 0, 2, &v, err);
                 ev.stream = (int) v;
                 if (r >= 0)
-                        r = get_str(j, type, "data", false, 0, &data, err);
+                        r = kiln_api_json_get_str(j, type, "data", false, 0, &data, err);
                 if (r >= 0 && data &&
                     kiln_api_base64_decode(data, strlen(data), &ev.data, &ev.len) < 0)
                         r = kiln_error_set(err, -EBADMSG, "log: \"data\" is not base64");
@@ -1109,18 +1021,18 @@ int kiln_api_build_event_from_json(const json_t *j, struct kiln_api_build_event 
         }
         case KILN_API_BUILD_EVENT_WARNING:
                 if (r >= 0)
-                        r = get_str(j, type, "rule", false, 0, &ev.rule, err);
+                        r = kiln_api_json_get_str(j, type, "rule", false, 0, &ev.rule, err);
                 if (r >= 0)
-                        r = get_str(j, type, "message", false, 0, &ev.message, err);
+                        r = kiln_api_json_get_str(j, type, "message", false, 0, &ev.message, err);
                 if (r >= 0)
-                        r = get_str(j, type, "url", false, 0, &ev.url, err);
+                        r = kiln_api_json_get_str(j, type, "url", false, 0, &ev.url, err);
                 if (r >= 0)
-                        r = get_int(j, type, "line", false, 0, UINT32_MAX, &v, err);
+                        r = kiln_api_json_get_int(j, type, "line", false, 0, UINT32_MAX, &v, err);
                 ev.line = (unsigned) v;
                 break;
         case KILN_API_BUILD_EVENT_CONTEXT_REQUEST:
                 if (r >= 0)
-                        r = get_str(j, type, "name", true, 0, &ev.name, err);
+                        r = kiln_api_json_get_str(j, type, "name", true, 0, &ev.name, err);
                 if (r >= 0)
                         r = get_strv(j, type, "followPaths", 0, 0, false, &ev.follow_paths,
                                      &ev.n_follow_paths, err);
@@ -1139,12 +1051,12 @@ int kiln_api_build_event_from_json(const json_t *j, struct kiln_api_build_event 
                 if (r >= 0 && c)
                         ev.config = json_incref((json_t *) c);
                 if (r >= 0)
-                        r = get_str(j, type, "snapshot", false, 0, &ev.snapshot, err);
+                        r = kiln_api_json_get_str(j, type, "snapshot", false, 0, &ev.snapshot, err);
                 break;
         }
         case KILN_API_BUILD_EVENT_ERROR:
                 if (r >= 0)
-                        r = get_str(j, type, "error", true, 0, &ev.error, err);
+                        r = kiln_api_json_get_str(j, type, "error", true, 0, &ev.error, err);
                 break;
         case _KILN_API_BUILD_EVENT_TYPE_MAX:
         case _KILN_API_BUILD_EVENT_TYPE_INVALID:

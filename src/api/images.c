@@ -9,7 +9,7 @@
 #include <inttypes.h>
 #include <time.h>
 
-#include "api.h"
+#include "api-internal.h"
 
 static const char *const event_types[_KILN_API_EVENT_TYPE_MAX] = {
         [KILN_API_EVENT_RESOLVING] = "resolving",
@@ -28,17 +28,13 @@ static const char *const event_types[_KILN_API_EVENT_TYPE_MAX] = {
 
 const char *kiln_api_event_type_to_string(enum kiln_api_event_type t)
 {
-        if ((int) t < 0 || t >= _KILN_API_EVENT_TYPE_MAX)
-                return NULL;
-        return event_types[t];
+        return kiln_api_name_to_string(event_types, ELEMENTSOF(event_types), (int) t);
 }
 
 enum kiln_api_event_type kiln_api_event_type_from_string(const char *s)
 {
-        for (size_t i = 0; s && i < ELEMENTSOF(event_types); i++)
-                if (streq(s, event_types[i]))
-                        return (enum kiln_api_event_type) i;
-        return _KILN_API_EVENT_TYPE_INVALID;
+        return (enum kiln_api_event_type) kiln_api_name_from_string(event_types,
+                                                                    ELEMENTSOF(event_types), s);
 }
 
 void kiln_api_time_now(char out[static KILN_API_TIME_SIZE])
@@ -55,23 +51,6 @@ void kiln_api_time_now(char out[static KILN_API_TIME_SIZE])
 
 /* ---- encoding ---- */
 
-/* json_object_set_new() takes ownership of value even when it fails, and
- * counts NULL (jansson out of memory) as a failure. */
-static int set(json_t *o, const char *key, json_t *value)
-{
-        return json_object_set_new(o, key, value) < 0 ? -ENOMEM : 0;
-}
-
-static int set_str(json_t *o, const char *key, const char *value)
-{
-        return value ? set(o, key, kiln_api_json_string(value)) : 0;
-}
-
-static int set_uint(json_t *o, const char *key, uint64_t value)
-{
-        return set(o, key, json_integer(value > INT64_MAX ? INT64_MAX : (json_int_t) value));
-}
-
 static json_t *descriptor_to_json(const struct kiln_api_descriptor *d)
 {
         json_t *o = json_object();
@@ -79,38 +58,14 @@ static json_t *descriptor_to_json(const struct kiln_api_descriptor *d)
 
         if (!o)
                 return NULL;
-        r |= set_str(o, "mediaType", d->media_type);
-        r |= set_str(o, "digest", d->digest);
-        r |= set(o, "size", json_integer(d->size));
+        r |= kiln_api_json_set_str(o, "mediaType", d->media_type);
+        r |= kiln_api_json_set_str(o, "digest", d->digest);
+        r |= kiln_api_json_set(o, "size", json_integer(d->size));
         if (r < 0) {
                 json_decref(o);
                 return NULL;
         }
         return o;
-}
-
-static json_t *strv_to_json(char *const *v, size_t n)
-{
-        json_t *a = json_array();
-
-        if (!a)
-                return NULL;
-        for (size_t i = 0; i < n; i++)
-                if (json_array_append_new(a, kiln_api_json_string(v[i])) < 0) {
-                        json_decref(a);
-                        return NULL;
-                }
-        return a;
-}
-
-static int finish(json_t *o, int r, json_t **ret)
-{
-        if (r < 0) {
-                json_decref(o);
-                return -ENOMEM;
-        }
-        *ret = o;
-        return 0;
 }
 
 int kiln_api_event_to_json(const struct kiln_api_event *ev, json_t **ret)
@@ -124,21 +79,21 @@ int kiln_api_event_to_json(const struct kiln_api_event *ev, json_t **ret)
         o = json_object();
         if (!o)
                 return -ENOMEM;
-        r |= set_str(o, "type", type);
-        r |= set_str(o, "time", ev->time);
+        r |= kiln_api_json_set_str(o, "type", type);
+        r |= kiln_api_json_set_str(o, "time", ev->time);
         if (ev->type == KILN_API_EVENT_ERROR) {
-                r |= set_str(o, "error", ev->error ? ev->error : "unknown error");
-                return finish(o, r, ret);
+                r |= kiln_api_json_set_str(o, "error", ev->error ? ev->error : "unknown error");
+                return kiln_api_json_finish(o, r, ret);
         }
-        r |= set_str(o, "ref", ev->ref);
-        r |= set_str(o, "digest", ev->digest);
-        r |= set_str(o, "mediaType", ev->media_type);
+        r |= kiln_api_json_set_str(o, "ref", ev->ref);
+        r |= kiln_api_json_set_str(o, "digest", ev->digest);
+        r |= kiln_api_json_set_str(o, "mediaType", ev->media_type);
         if (ev->size >= 0)
-                r |= set(o, "size", json_integer(ev->size));
+                r |= kiln_api_json_set(o, "size", json_integer(ev->size));
         if (ev->type == KILN_API_EVENT_BLOB_PROGRESS)
-                r |= set_uint(o, "current", ev->current);
-        r |= set_str(o, "message", ev->message);
-        return finish(o, r, ret);
+                r |= kiln_api_json_set_uint(o, "current", ev->current);
+        r |= kiln_api_json_set_str(o, "message", ev->message);
+        return kiln_api_json_finish(o, r, ret);
 }
 
 static json_t *result_object(const char *time)
@@ -147,7 +102,8 @@ static json_t *result_object(const char *time)
 
         if (!o)
                 return NULL;
-        if (set_str(o, "type", "result") < 0 || set_str(o, "time", time) < 0) {
+        if (kiln_api_json_set_str(o, "type", "result") < 0 ||
+            kiln_api_json_set_str(o, "time", time) < 0) {
                 json_decref(o);
                 return NULL;
         }
@@ -162,22 +118,22 @@ int kiln_api_pull_result_to_json(const struct kiln_api_pull_result *res, const c
 
         if (!o)
                 return -ENOMEM;
-        r |= set_str(o, "ref", res->ref);
-        r |= set_str(o, "digest", res->root.digest);
-        r |= set_str(o, "mediaType", res->root.media_type);
-        r |= set(o, "size", json_integer(res->root.size));
-        r |= set_str(o, "platform", res->platform);
-        r |= set(o, "manifest", descriptor_to_json(&res->manifest));
-        r |= set(o, "config", descriptor_to_json(&res->config));
+        r |= kiln_api_json_set_str(o, "ref", res->ref);
+        r |= kiln_api_json_set_str(o, "digest", res->root.digest);
+        r |= kiln_api_json_set_str(o, "mediaType", res->root.media_type);
+        r |= kiln_api_json_set(o, "size", json_integer(res->root.size));
+        r |= kiln_api_json_set_str(o, "platform", res->platform);
+        r |= kiln_api_json_set(o, "manifest", descriptor_to_json(&res->manifest));
+        r |= kiln_api_json_set(o, "config", descriptor_to_json(&res->config));
         layers = json_array();
         for (size_t i = 0; layers && i < res->n_layers; i++)
                 if (json_array_append_new(layers, descriptor_to_json(&res->layers[i])) < 0)
                         r = -ENOMEM;
-        r |= set(o, "layers", layers);
-        r |= set_uint(o, "bytesDownloaded", res->bytes_downloaded);
-        r |= set_uint(o, "blobsDownloaded", res->blobs_downloaded);
-        r |= set_uint(o, "blobsCached", res->blobs_cached);
-        return finish(o, r, ret);
+        r |= kiln_api_json_set(o, "layers", layers);
+        r |= kiln_api_json_set_uint(o, "bytesDownloaded", res->bytes_downloaded);
+        r |= kiln_api_json_set_uint(o, "blobsDownloaded", res->blobs_downloaded);
+        r |= kiln_api_json_set_uint(o, "blobsCached", res->blobs_cached);
+        return kiln_api_json_finish(o, r, ret);
 }
 
 int kiln_api_imagetools_create_result_to_json(const struct kiln_api_imagetools_create_result *res,
@@ -188,23 +144,23 @@ int kiln_api_imagetools_create_result_to_json(const struct kiln_api_imagetools_c
 
         if (!o)
                 return -ENOMEM;
-        r |= set_str(o, "digest", res->digest);
-        r |= set_str(o, "mediaType", res->media_type);
+        r |= kiln_api_json_set_str(o, "digest", res->digest);
+        r |= kiln_api_json_set_str(o, "mediaType", res->media_type);
         tags = json_array();
         for (size_t i = 0; tags && i < res->n_tags; i++) {
                 json_t *t = json_object();
 
-                if (!t || set_str(t, "ref", res->tags[i].ref) < 0 ||
-                    set_str(t, "digest", res->tags[i].digest) < 0 ||
+                if (!t || kiln_api_json_set_str(t, "ref", res->tags[i].ref) < 0 ||
+                    kiln_api_json_set_str(t, "digest", res->tags[i].digest) < 0 ||
                     json_array_append_new(tags, t) < 0)
                         r = -ENOMEM;
         }
-        r |= set(o, "tags", tags);
-        r |= set_uint(o, "blobsUploaded", res->blobs_uploaded);
-        r |= set_uint(o, "blobsExisting", res->blobs_existing);
-        r |= set_uint(o, "blobsMounted", res->blobs_mounted);
-        r |= set_uint(o, "bytesUploaded", res->bytes_uploaded);
-        return finish(o, r, ret);
+        r |= kiln_api_json_set(o, "tags", tags);
+        r |= kiln_api_json_set_uint(o, "blobsUploaded", res->blobs_uploaded);
+        r |= kiln_api_json_set_uint(o, "blobsExisting", res->blobs_existing);
+        r |= kiln_api_json_set_uint(o, "blobsMounted", res->blobs_mounted);
+        r |= kiln_api_json_set_uint(o, "bytesUploaded", res->bytes_uploaded);
+        return kiln_api_json_finish(o, r, ret);
 }
 
 int kiln_api_pull_request_to_json(const struct kiln_api_pull_request *req, json_t **ret)
@@ -214,9 +170,9 @@ int kiln_api_pull_request_to_json(const struct kiln_api_pull_request *req, json_
 
         if (!o)
                 return -ENOMEM;
-        r |= set_str(o, "ref", req->ref);
-        r |= set_str(o, "platform", req->platform);
-        return finish(o, r, ret);
+        r |= kiln_api_json_set_str(o, "ref", req->ref);
+        r |= kiln_api_json_set_str(o, "platform", req->platform);
+        return kiln_api_json_finish(o, r, ret);
 }
 
 int kiln_api_imagetools_create_request_to_json(const struct kiln_api_imagetools_create_request *req,
@@ -227,9 +183,12 @@ int kiln_api_imagetools_create_request_to_json(const struct kiln_api_imagetools_
 
         if (!o)
                 return -ENOMEM;
-        r |= set(o, "sources", strv_to_json(req->sources, req->n_sources));
-        r |= set(o, "tags", strv_to_json(req->tags, req->n_tags));
-        return finish(o, r, ret);
+        r |= kiln_api_json_set(
+                o, "sources",
+                kiln_api_json_strv((const char *const *) req->sources, req->n_sources));
+        r |= kiln_api_json_set(o, "tags",
+                               kiln_api_json_strv((const char *const *) req->tags, req->n_tags));
+        return kiln_api_json_finish(o, r, ret);
 }
 
 int kiln_api_inspect_to_json(const struct kiln_api_inspect *in, json_t **ret)
@@ -239,52 +198,30 @@ int kiln_api_inspect_to_json(const struct kiln_api_inspect *in, json_t **ret)
 
         if (!o)
                 return -ENOMEM;
-        r |= set_str(o, "name", in->name);
-        r |= set_str(o, "mediaType", in->media_type);
-        r |= set_str(o, "digest", in->digest);
-        r |= set(o, "size", json_integer(in->size));
-        r |= set(o, "manifest", in->manifest ? json_incref(in->manifest) : json_object());
-        return finish(o, r, ret);
+        r |= kiln_api_json_set_str(o, "name", in->name);
+        r |= kiln_api_json_set_str(o, "mediaType", in->media_type);
+        r |= kiln_api_json_set_str(o, "digest", in->digest);
+        r |= kiln_api_json_set(o, "size", json_integer(in->size));
+        r |= kiln_api_json_set(o, "manifest",
+                               in->manifest ? json_incref(in->manifest) : json_object());
+        return kiln_api_json_finish(o, r, ret);
 }
 
 /* ---- decoding ---- */
 
-/* Reads key of o as a string into *ret (copied). Absent: *ret stays NULL,
- * and that is an error when required. */
+/* The daemon's answers: a malformed member is -EBADMSG (api.h). */
 static int get_str(const json_t *o, const char *what, const char *key, bool required, size_t max,
                    char **ret, struct kiln_error **err)
 {
-        const json_t *v = json_object_get(o, key);
-
-        if (!v || json_is_null(v)) {
-                if (required)
-                        return kiln_error_set(err, -EBADMSG, "%s: missing \"%s\"", what, key);
-                return 0;
-        }
-        if (!json_is_string(v))
-                return kiln_error_set(err, -EBADMSG, "%s: \"%s\" must be a string", what, key);
-        if (max && json_string_length(v) > max)
-                return kiln_error_set(err, -E2BIG, "%s: \"%s\" is longer than %zu bytes", what, key,
-                                      max);
-        free(*ret);
-        *ret = kiln_xstrndup(json_string_value(v), json_string_length(v));
-        return 0;
+        return kiln_api_json_get_str(o, what, key, required, max, ret, err) < 0 ? -EBADMSG : 0;
 }
 
 static int get_int(const json_t *o, const char *what, const char *key, bool required, int64_t *ret,
                    struct kiln_error **err)
 {
-        const json_t *v = json_object_get(o, key);
-
-        if (!v) {
-                if (required)
-                        return kiln_error_set(err, -EBADMSG, "%s: missing \"%s\"", what, key);
-                return 0;
-        }
-        if (!json_is_integer(v))
-                return kiln_error_set(err, -EBADMSG, "%s: \"%s\" must be an integer", what, key);
-        *ret = json_integer_value(v);
-        return 0;
+        return kiln_api_json_get_int(o, what, key, required, INT64_MIN, INT64_MAX, ret, err) < 0
+                       ? -EBADMSG
+                       : 0;
 }
 
 static int get_uint(const json_t *o, const char *what, const char *key, uint64_t *ret,
@@ -587,24 +524,6 @@ void kiln_api_inspect_release(struct kiln_api_inspect *in)
 
 /* ---- requests (strict) ---- */
 
-/* Refuses any key of o not in allowed (NULL-terminated). */
-static int check_keys(const json_t *o, const char *what, const char *const *allowed,
-                      struct kiln_error **err)
-{
-        const char *key;
-        json_t *v;
-
-        json_object_foreach ((json_t *) o, key, v) {
-                bool known = false;
-
-                for (size_t i = 0; allowed[i]; i++)
-                        known |= streq(key, allowed[i]);
-                if (!known)
-                        return kiln_error_set(err, -EINVAL, "%s: unknown field '%s'", what, key);
-        }
-        return 0;
-}
-
 /* A non-empty string of at most KILN_API_LIMIT_REF bytes without NUL;
  * name says where it was ("pull request: \"ref\""). */
 static int request_str_value(const json_t *v, const char *name, char **ret, struct kiln_error **err)
@@ -683,7 +602,7 @@ int kiln_api_pull_request_from_json(const json_t *j, struct kiln_api_pull_reques
 
         if (!json_is_object(j))
                 return kiln_error_set(err, -EINVAL, "%s: expected a JSON object", what);
-        r = check_keys(j, what, keys, err);
+        r = kiln_api_json_check_keys(j, what, keys, err);
         if (r >= 0)
                 r = request_str(j, what, "ref", true, &req.ref, err);
         if (r >= 0)
@@ -714,7 +633,7 @@ int kiln_api_imagetools_create_request_from_json(const json_t *j,
 
         if (!json_is_object(j))
                 return kiln_error_set(err, -EINVAL, "%s: expected a JSON object", what);
-        r = check_keys(j, what, keys, err);
+        r = kiln_api_json_check_keys(j, what, keys, err);
         if (r >= 0)
                 r = request_strv(j, what, "sources", &req.sources, &req.n_sources, err);
         if (r >= 0)

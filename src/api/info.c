@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "api.h"
+#include <string.h>
+
+#include "api-internal.h"
 #include "config/config.h"
 
 /* json_string() refuses invalid UTF-8, which a path given on the command
@@ -27,7 +29,22 @@ json_t *kiln_api_json_string(const char *s)
         return json_str(s);
 }
 
-static json_t *json_strv(char *const *v, size_t n)
+/* ---- helpers of the whole module (api-internal.h) ---- */
+
+const char *kiln_api_name_to_string(const char *const *names, size_t n, int i)
+{
+        return i >= 0 && (size_t) i < n ? names[i] : NULL;
+}
+
+int kiln_api_name_from_string(const char *const *names, size_t n, const char *s)
+{
+        for (size_t i = 0; s && i < n; i++)
+                if (names[i] && streq(s, names[i]))
+                        return (int) i;
+        return -EINVAL;
+}
+
+json_t *kiln_api_json_strv(const char *const *v, size_t n)
 {
         json_t *a = json_array();
 
@@ -41,12 +58,95 @@ static json_t *json_strv(char *const *v, size_t n)
         return a;
 }
 
-/* json_object_set_new() takes ownership of value even when it fails, and
- * accepts NULL as a failure; chaining the results keeps the builders flat. */
-static int set(json_t *o, const char *key, json_t *value)
+int kiln_api_json_set(json_t *o, const char *key, json_t *value)
 {
         return json_object_set_new(o, key, value) < 0 ? -ENOMEM : 0;
 }
+
+int kiln_api_json_set_str(json_t *o, const char *key, const char *value)
+{
+        return value ? kiln_api_json_set(o, key, json_str(value)) : 0;
+}
+
+int kiln_api_json_set_int(json_t *o, const char *key, int64_t value)
+{
+        return kiln_api_json_set(o, key, json_integer(value));
+}
+
+int kiln_api_json_set_uint(json_t *o, const char *key, uint64_t value)
+{
+        return kiln_api_json_set(o, key,
+                                 json_integer(value > INT64_MAX ? INT64_MAX : (json_int_t) value));
+}
+
+int kiln_api_json_finish(json_t *o, int r, json_t **ret)
+{
+        if (r < 0) {
+                json_decref(o);
+                return -ENOMEM;
+        }
+        *ret = o;
+        return 0;
+}
+
+int kiln_api_json_get_str(const json_t *o, const char *what, const char *key, bool required,
+                          size_t max, char **ret, struct kiln_error **err)
+{
+        const json_t *v = json_object_get(o, key);
+
+        if (!v || json_is_null(v)) {
+                if (required)
+                        return kiln_error_set(err, -EINVAL, "%s: missing \"%s\"", what, key);
+                return 0;
+        }
+        if (!json_is_string(v))
+                return kiln_error_set(err, -EINVAL, "%s: \"%s\" must be a string", what, key);
+        if (max && json_string_length(v) > max)
+                return kiln_error_set(err, -E2BIG, "%s: \"%s\" is longer than %zu bytes", what, key,
+                                      max);
+        if (strlen(json_string_value(v)) != json_string_length(v))
+                return kiln_error_set(err, -EINVAL, "%s: \"%s\" holds a NUL character", what, key);
+        free(*ret);
+        *ret = kiln_xstrndup(json_string_value(v), json_string_length(v));
+        return 0;
+}
+
+int kiln_api_json_get_int(const json_t *o, const char *what, const char *key, bool required,
+                          int64_t min, int64_t max, int64_t *ret, struct kiln_error **err)
+{
+        const json_t *v = json_object_get(o, key);
+
+        if (!v) {
+                if (required)
+                        return kiln_error_set(err, -EINVAL, "%s: missing \"%s\"", what, key);
+                return 0;
+        }
+        if (!json_is_integer(v))
+                return kiln_error_set(err, -EINVAL, "%s: \"%s\" must be an integer", what, key);
+        if (json_integer_value(v) < min || json_integer_value(v) > max)
+                return kiln_error_set(err, -EINVAL, "%s: \"%s\" is out of range", what, key);
+        *ret = json_integer_value(v);
+        return 0;
+}
+
+int kiln_api_json_check_keys(const json_t *o, const char *what, const char *const *allowed,
+                             struct kiln_error **err)
+{
+        const char *k;
+        json_t *v;
+
+        json_object_foreach ((json_t *) o, k, v) {
+                bool ok = false;
+
+                for (size_t i = 0; allowed[i] && !ok; i++)
+                        ok = streq(k, allowed[i]);
+                if (!ok)
+                        return kiln_error_set(err, -EINVAL, "%s: unknown field '%s'", what, k);
+        }
+        return 0;
+}
+
+/* ---- daemon information ---- */
 
 static int worker_oci_to_json(const struct kiln_config_worker_oci *w, json_t **ret)
 {
@@ -56,11 +156,15 @@ static int worker_oci_to_json(const struct kiln_config_worker_oci *w, json_t **r
         if (!o)
                 return -ENOMEM;
         if (w->enabled >= 0)
-                r |= set(o, "enabled", json_boolean(w->enabled));
-        r |= set(o, "networkMode", json_str(w->network_mode ? w->network_mode : "auto"));
-        r |= set(o, "platforms", json_strv(w->platforms, w->n_platforms));
-        r |= set(o, "max-parallelism", json_integer(w->max_parallelism));
-        r |= set(o, "snapshotter", json_str(w->snapshotter ? w->snapshotter : "auto"));
+                r |= kiln_api_json_set(o, "enabled", json_boolean(w->enabled));
+        r |= kiln_api_json_set(o, "networkMode",
+                               json_str(w->network_mode ? w->network_mode : "auto"));
+        r |= kiln_api_json_set(
+                o, "platforms",
+                kiln_api_json_strv((const char *const *) w->platforms, w->n_platforms));
+        r |= kiln_api_json_set(o, "max-parallelism", json_integer(w->max_parallelism));
+        r |= kiln_api_json_set(o, "snapshotter",
+                               json_str(w->snapshotter ? w->snapshotter : "auto"));
         if (r < 0) {
                 json_decref(o);
                 return -ENOMEM;
@@ -76,17 +180,19 @@ static int registry_to_json(const struct kiln_config_registry *reg, json_t **ret
 
         if (!o)
                 return -ENOMEM;
-        r |= set(o, "mirrors", json_strv(reg->mirrors, reg->n_mirrors));
+        r |= kiln_api_json_set(
+                o, "mirrors",
+                kiln_api_json_strv((const char *const *) reg->mirrors, reg->n_mirrors));
         if (reg->http >= 0)
-                r |= set(o, "http", json_boolean(reg->http));
+                r |= kiln_api_json_set(o, "http", json_boolean(reg->http));
         if (reg->insecure >= 0)
-                r |= set(o, "insecure", json_boolean(reg->insecure));
+                r |= kiln_api_json_set(o, "insecure", json_boolean(reg->insecure));
         /* Counts only: the paths name where keys live, which a client that
          * can reach the socket has no business learning. */
         if (reg->n_ca > 0)
-                r |= set(o, "ca", json_integer((json_int_t) reg->n_ca));
+                r |= kiln_api_json_set(o, "ca", json_integer((json_int_t) reg->n_ca));
         if (reg->n_keypairs > 0)
-                r |= set(o, "keypairs", json_integer((json_int_t) reg->n_keypairs));
+                r |= kiln_api_json_set(o, "keypairs", json_integer((json_int_t) reg->n_keypairs));
         if (r < 0) {
                 json_decref(o);
                 return -ENOMEM;
@@ -109,11 +215,11 @@ static int config_to_json(const struct kiln_api_info *info, json_t **ret)
 
         if (worker_oci_to_json(&c->worker_oci, &oci) < 0)
                 goto oom;
-        r |= set(worker, "oci", oci);
+        r |= kiln_api_json_set(worker, "oci", oci);
         if (c->worker_containerd.enabled > 0) {
                 json_t *ctd = json_pack("{s:b, s:b}", "enabled", 1, "supported", 0);
 
-                r |= set(worker, "containerd", ctd);
+                r |= kiln_api_json_set(worker, "containerd", ctd);
         }
 
         for (size_t i = 0; i < c->n_registries; i++) {
@@ -121,21 +227,23 @@ static int config_to_json(const struct kiln_api_info *info, json_t **ret)
 
                 if (registry_to_json(&c->registries[i], &reg) < 0)
                         goto oom;
-                r |= set(registries, c->registries[i].host, reg);
+                r |= kiln_api_json_set(registries, c->registries[i].host, reg);
         }
 
         if (info->config_file)
-                r |= set(config, "configFile", json_str(info->config_file));
-        r |= set(config, "addresses",
-                 json_strv((char *const *) info->addresses, info->n_addresses));
+                r |= kiln_api_json_set(config, "configFile", json_str(info->config_file));
+        r |= kiln_api_json_set(
+                config, "addresses",
+                kiln_api_json_strv((const char *const *) (char *const *) info->addresses,
+                                   info->n_addresses));
         if (c->log.level)
-                r |= set(config, "logLevel", json_str(c->log.level));
-        r |= set(config, "worker", worker);
+                r |= kiln_api_json_set(config, "logLevel", json_str(c->log.level));
+        r |= kiln_api_json_set(config, "worker", worker);
         worker = NULL;
-        r |= set(config, "registries", registries);
+        r |= kiln_api_json_set(config, "registries", registries);
         registries = NULL;
-        r |= set(config, "maxRegistryConcurrency",
-                 json_integer(c->system.max_registry_concurrency));
+        r |= kiln_api_json_set(config, "maxRegistryConcurrency",
+                               json_integer(c->system.max_registry_concurrency));
         if (r < 0)
                 goto oom;
         *ret = config;
@@ -156,11 +264,11 @@ int kiln_api_info_to_json(const struct kiln_api_info *info, json_t **ret)
         o = json_object();
         if (!o)
                 return -ENOMEM;
-        r |= set(o, "version", json_str(info->version));
-        r |= set(o, "pid", json_integer(info->pid));
-        r |= set(o, "root", json_str(info->root));
+        r |= kiln_api_json_set(o, "version", json_str(info->version));
+        r |= kiln_api_json_set(o, "pid", json_integer(info->pid));
+        r |= kiln_api_json_set(o, "root", json_str(info->root));
         if (r == 0 && config_to_json(info, &config) == 0)
-                r |= set(o, "config", config);
+                r |= kiln_api_json_set(o, "config", config);
         else
                 r = -ENOMEM;
         if (r < 0) {
@@ -198,7 +306,7 @@ char *kiln_api_error_body(const char *message, size_t *ret_len)
         o = json_object();
         if (!o)
                 return NULL;
-        if (set(o, "error", json_str(message)) < 0) {
+        if (kiln_api_json_set(o, "error", json_str(message)) < 0) {
                 json_decref(o);
                 return NULL;
         }

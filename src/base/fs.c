@@ -10,15 +10,21 @@
 int kiln_read_file_at_flags(int dirfd, const char *path, int open_flags, struct kiln_buf *b)
 {
         _cleanup_close_ int fd = -1;
-        char chunk[16384];
-        struct stat st;
-        int r;
 
         /* O_NONBLOCK: opening a FIFO without a writer, or a device, must not
          * wait; such files are refused below. A regular file ignores it. */
         fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | open_flags);
         if (fd < 0)
                 return -errno;
+        return kiln_read_fd(fd, b);
+}
+
+int kiln_read_fd(int fd, struct kiln_buf *b)
+{
+        char chunk[16384];
+        struct stat st;
+        int r;
+
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (S_ISDIR(st.st_mode))

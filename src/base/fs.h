@@ -17,6 +17,10 @@
  * (-ENOENT for a missing file, -ELOOP for a symlink with O_NOFOLLOW). */
 int kiln_read_file_at_flags(int dirfd, const char *path, int open_flags, struct kiln_buf *b);
 
+/* The rest of kiln_read_file_at_flags, on a file the caller opened (with
+ * O_NONBLOCK | O_NOCTTY): the same checks, limit and results. */
+int kiln_read_fd(int fd, struct kiln_buf *b);
+
 /* kiln_read_file_at_flags with no extra flags (symbolic links followed). */
 int kiln_read_file_at(int dirfd, const char *path, struct kiln_buf *b);
 

@@ -101,6 +101,18 @@ static inline char ascii_toupper(char c)
         return c >= 'a' && c <= 'z' ? (char) (c - ('a' - 'A')) : c;
 }
 
+/* The value of a hexadecimal digit (either case), -1 for anything else. */
+static inline int ascii_hex_value(char c)
+{
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
 /* Allocation helpers abort on out-of-memory: there is no sane recovery. */
 void *kiln_xmalloc(size_t n);
 void *kiln_xcalloc(size_t n, size_t size);

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 
 #include "base/buf.h"
+#include "base/fs.h"
 
 #define PASSWD_PATH "/etc/passwd"
 #define GROUP_PATH  "/etc/group"
@@ -472,28 +473,10 @@ static int read_user_file(int rootfd, const char *path, struct kiln_buf *b)
                 return 0;
         if (fd < 0)
                 return fd;
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
+        int r = kiln_read_fd(fd, b);
+        if (r == -EISDIR)
                 return -EINVAL;
-        if ((uint64_t) st.st_size > KILN_PASSWD_MAX_FILE_SIZE)
-                return -E2BIG;
-        for (;;) {
-                char chunk[16384];
-                ssize_t n = read(fd, chunk, sizeof(chunk));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                int r = kiln_buf_append(b, chunk, (size_t) n);
-                if (r < 0)
-                        return r;
-        }
-        return 1;
+        return r < 0 ? r : 1;
 }
 
 static int file_error(struct kiln_error **err, const char *path, int r)
@@ -545,18 +528,26 @@ int kiln_passwd_resolve(int rootfd, const char *spec, struct kiln_passwd_user *r
         return r;
 }
 
+/* The text of path (PASSWD_PATH or GROUP_PATH) below rootfd, read into b
+ * for a lookup: 1 read, 0 missing, < 0 an error (set). */
+static int read_lookup_file(int rootfd, const char *path, struct kiln_buf *b, struct text *ret,
+                            struct kiln_error **err)
+{
+        int r = read_user_file(rootfd, path + 1, b);
+        if (r < 0)
+                return file_error(err, path, r);
+        *ret = (struct text){ b->data ? b->data : "", b->len, path };
+        return r;
+}
+
 int kiln_passwd_lookup_user(int rootfd, const char *name, uint32_t *ret_uid, uint32_t *ret_gid,
                             struct kiln_error **err)
 {
         struct kiln_buf b = KILN_BUF_INIT(KILN_PASSWD_MAX_FILE_SIZE);
-        int r = read_user_file(rootfd, "etc/passwd", &b);
-        if (r < 0) {
-                file_error(err, PASSWD_PATH, r);
+        struct text t;
+        int r = read_lookup_file(rootfd, PASSWD_PATH, &b, &t, err);
+        if (r <= 0)
                 goto out;
-        }
-        if (r == 0)
-                goto out;
-        struct text t = { b.data ? b.data : "", b.len, PASSWD_PATH };
         int64_t uid = 0, gid = 0;
         r = passwd_find(&t, name, 0, &uid, &gid, NULL, NULL, err);
         if (r > 0) {
@@ -573,14 +564,10 @@ int kiln_passwd_lookup_group(int rootfd, const char *name, uint32_t *ret_gid,
                              struct kiln_error **err)
 {
         struct kiln_buf b = KILN_BUF_INIT(KILN_PASSWD_MAX_FILE_SIZE);
-        int r = read_user_file(rootfd, "etc/group", &b);
-        if (r < 0) {
-                file_error(err, GROUP_PATH, r);
+        struct text t;
+        int r = read_lookup_file(rootfd, GROUP_PATH, &b, &t, err);
+        if (r <= 0)
                 goto out;
-        }
-        if (r == 0)
-                goto out;
-        struct text t = { b.data ? b.data : "", b.len, GROUP_PATH };
         int64_t gid = 0;
         r = group_find(&t, GROUP_BY_NAME, name, 0, &gid, NULL, NULL, err);
         if (r > 0) {

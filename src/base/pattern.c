@@ -2,6 +2,7 @@
 #include "base/pattern.h"
 
 #include "base/buf.h"
+#include "base/goquote.h"
 #include "base/unicode.h"
 
 #define RUNE_ERROR 0xFFFDu
@@ -10,81 +11,6 @@
 /* Deepest group nesting in a translated pattern (only the optional group
  * that "**" becomes exists, so 1 in practice). */
 #define PATTERN_GROUP_DEPTH 8
-
-/* Go's utf8.DecodeRuneInString on s[0..n): an invalid or truncated
- * sequence, an overlong form or a surrogate decodes as U+FFFD of width 1. */
-static uint32_t utf8_decode(const char *s, size_t n, size_t *ret_width)
-{
-        const unsigned char *p = (const unsigned char *) s;
-        uint32_t r;
-        size_t w;
-
-        if (n == 0) {
-                *ret_width = 0;
-                return RUNE_ERROR;
-        }
-        if (p[0] < 0x80) {
-                *ret_width = 1;
-                return p[0];
-        }
-        if (p[0] >= 0xC2 && p[0] <= 0xDF) {
-                r = p[0] & 0x1Fu;
-                w = 2;
-        } else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
-                r = p[0] & 0x0Fu;
-                w = 3;
-        } else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
-                r = p[0] & 0x07u;
-                w = 4;
-        } else {
-                *ret_width = 1;
-                return RUNE_ERROR;
-        }
-        if (n < w) {
-                *ret_width = 1;
-                return RUNE_ERROR;
-        }
-        for (size_t i = 1; i < w; i++) {
-                if ((p[i] & 0xC0) != 0x80) {
-                        *ret_width = 1;
-                        return RUNE_ERROR;
-                }
-                r = (r << 6) | (p[i] & 0x3Fu);
-        }
-        if ((w == 3 && (r < 0x800 || (r >= 0xD800 && r <= 0xDFFF))) ||
-            (w == 4 && (r < 0x10000 || r > RUNE_MAX))) {
-                *ret_width = 1;
-                return RUNE_ERROR;
-        }
-        *ret_width = w;
-        return r;
-}
-
-static size_t utf8_encode(uint32_t r, char out[4])
-{
-        if (r > RUNE_MAX || (r >= 0xD800 && r <= 0xDFFF))
-                r = RUNE_ERROR;
-        if (r < 0x80) {
-                out[0] = (char) r;
-                return 1;
-        }
-        if (r < 0x800) {
-                out[0] = (char) (0xC0 | (r >> 6));
-                out[1] = (char) (0x80 | (r & 0x3F));
-                return 2;
-        }
-        if (r < 0x10000) {
-                out[0] = (char) (0xE0 | (r >> 12));
-                out[1] = (char) (0x80 | ((r >> 6) & 0x3F));
-                out[2] = (char) (0x80 | (r & 0x3F));
-                return 3;
-        }
-        out[0] = (char) (0xF0 | (r >> 18));
-        out[1] = (char) (0x80 | ((r >> 12) & 0x3F));
-        out[2] = (char) (0x80 | ((r >> 6) & 0x3F));
-        out[3] = (char) (0x80 | (r & 0x3F));
-        return 4;
-}
 
 /* ---- filepath.Match ------------------------------------------------- */
 
@@ -139,7 +65,7 @@ static int get_esc(struct str *chunk, uint32_t *ret)
                 if (chunk->n == 0)
                         return -EINVAL;
         }
-        r = utf8_decode(chunk->p, chunk->n, &w);
+        r = kiln_utf8_decode_rune(chunk->p, chunk->n, &w);
         if (r == RUNE_ERROR && w == 1)
                 return -EINVAL;
         *chunk = str_skip(*chunk, w);
@@ -167,7 +93,7 @@ static int match_chunk(struct str chunk, struct str s, struct str *rest)
 
                         if (!failed) {
                                 size_t w;
-                                c = utf8_decode(s.p, s.n, &w);
+                                c = kiln_utf8_decode_rune(s.p, s.n, &w);
                                 s = str_skip(s, w);
                         }
                         chunk = str_skip(chunk, 1);
@@ -204,7 +130,7 @@ static int match_chunk(struct str chunk, struct str s, struct str *rest)
                                 size_t w;
                                 if (s.p[0] == '/')
                                         failed = true;
-                                (void) utf8_decode(s.p, s.n, &w);
+                                (void) kiln_utf8_decode_rune(s.p, s.n, &w);
                                 s = str_skip(s, w);
                         }
                         chunk = str_skip(chunk, 1);
@@ -559,17 +485,6 @@ static bool re_perl_class(struct re_parser *p, char c)
         }
 }
 
-static int hexval(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* RE2's parseEscape, p->t just after the backslash: one rune. */
 static int re_parse_escape(struct re_parser *p, uint32_t *ret)
 {
@@ -578,7 +493,7 @@ static int re_parse_escape(struct re_parser *p, uint32_t *ret)
 
         if (p->t.n == 0)
                 return -EINVAL;
-        c = utf8_decode(p->t.p, p->t.n, &w);
+        c = kiln_utf8_decode_rune(p->t.p, p->t.n, &w);
         p->t = str_skip(p->t, w);
         switch (c) {
         case '1':
@@ -612,7 +527,7 @@ static int re_parse_escape(struct re_parser *p, uint32_t *ret)
                         size_t nd = 0;
                         p->t = str_skip(p->t, 1);
                         while (p->t.n > 0 && p->t.p[0] != '}') {
-                                int h = hexval(p->t.p[0]);
+                                int h = ascii_hex_value(p->t.p[0]);
                                 if (h < 0)
                                         return -EINVAL;
                                 r = r * 16 + (uint32_t) h;
@@ -629,8 +544,8 @@ static int re_parse_escape(struct re_parser *p, uint32_t *ret)
                 }
                 if (p->t.n < 2)
                         return -EINVAL;
-                h1 = hexval(p->t.p[0]);
-                h2 = hexval(p->t.p[1]);
+                h1 = ascii_hex_value(p->t.p[0]);
+                h2 = ascii_hex_value(p->t.p[1]);
                 if (h1 < 0 || h2 < 0)
                         return -EINVAL;
                 p->t = str_skip(p->t, 2);
@@ -675,7 +590,7 @@ static int re_parse_class_char(struct re_parser *p, uint32_t *ret)
                 p->t = str_skip(p->t, 1);
                 return re_parse_escape(p, ret);
         }
-        *ret = utf8_decode(p->t.p, p->t.n, &w);
+        *ret = kiln_utf8_decode_rune(p->t.p, p->t.n, &w);
         p->t = str_skip(p->t, w);
         return 0;
 }
@@ -918,7 +833,7 @@ static int re_parse_seq(struct re_parser *p, struct re_seq *s, unsigned depth)
                                                 p->t = str_skip(p->t, 2);
                                                 break;
                                         }
-                                        lit = utf8_decode(p->t.p, p->t.n, &w);
+                                        lit = kiln_utf8_decode_rune(p->t.p, p->t.n, &w);
                                         p->t = str_skip(p->t, w);
                                         re_push_literal(p, s, lit);
                                 }
@@ -943,7 +858,7 @@ static int re_parse_seq(struct re_parser *p, struct re_seq *s, unsigned depth)
                         uint32_t lit;
                         /* c was the first byte of a rune: decode it whole. */
                         p->t = (struct str){ p->t.p - 1, p->t.n + 1 };
-                        lit = utf8_decode(p->t.p, p->t.n, &w);
+                        lit = kiln_utf8_decode_rune(p->t.p, p->t.n, &w);
                         p->t = str_skip(p->t, w);
                         re_push_literal(p, s, lit);
                         break;
@@ -1238,7 +1153,7 @@ static bool re_run(const struct re_prog *g, const char *s, size_t n)
          * only the first time it is visited, so 2 * ni + 1 slots suffice. */
         for (;;) {
                 size_t w = 0;
-                uint32_t c = pos < n ? utf8_decode(s + pos, n - pos, &w) : UINT32_MAX;
+                uint32_t c = pos < n ? kiln_utf8_decode_rune(s + pos, n - pos, &w) : UINT32_MAX;
 
                 /* MatchString searches: a thread starts at every position. */
                 re_add(g, &cl, stack, 0, prev, c);
@@ -1264,7 +1179,7 @@ static bool re_run(const struct re_prog *g, const char *s, size_t n)
                                 continue;
                         if (pos + w < n) {
                                 size_t w2;
-                                nextc = utf8_decode(s + pos + w, n - pos - w, &w2);
+                                nextc = kiln_utf8_decode_rune(s + pos + w, n - pos - w, &w2);
                         }
                         re_add(g, &nl, stack, cl.dense[i] + 1, c, nextc);
                 }
@@ -1317,7 +1232,7 @@ static bool should_escape(uint32_t c)
 static void buf_put_rune(struct kiln_buf *b, uint32_t c)
 {
         char enc[4];
-        size_t k = utf8_encode(c, enc);
+        size_t k = kiln_utf8_encode(c, enc);
         (void) kiln_buf_append(b, enc, k);
 }
 
@@ -1337,7 +1252,7 @@ static void pattern_compile(struct pattern *pt)
                 pos = 3;
         for (size_t i = 0; pos < n; i++) {
                 size_t w;
-                uint32_t c = utf8_decode(s + pos, n - pos, &w);
+                uint32_t c = kiln_utf8_decode_rune(s + pos, n - pos, &w);
                 pos += w;
 
                 if (c == '*') {
@@ -1370,7 +1285,7 @@ static void pattern_compile(struct pattern *pt)
                         buf_put_rune(&re, c);
                 } else if (c == '\\') {
                         if (pos < n) {
-                                uint32_t e = utf8_decode(s + pos, n - pos, &w);
+                                uint32_t e = kiln_utf8_decode_rune(s + pos, n - pos, &w);
                                 pos += w;
                                 (void) kiln_buf_putc(&re, '\\');
                                 buf_put_rune(&re, e);
@@ -1443,7 +1358,7 @@ static void trim_space(const char **s, size_t *n)
 {
         while (*n > 0) {
                 size_t w;
-                uint32_t c = utf8_decode(*s, *n, &w);
+                uint32_t c = kiln_utf8_decode_rune(*s, *n, &w);
                 if (!kiln_unicode_is_space(c) || (c == RUNE_ERROR && w == 1))
                         break;
                 *s += w;
@@ -1454,7 +1369,7 @@ static void trim_space(const char **s, size_t *n)
                 size_t k = *n - 1, w;
                 while (k > 0 && *n - k < 4 && ((unsigned char) (*s)[k] & 0xC0) == 0x80)
                         k--;
-                uint32_t c = utf8_decode(*s + k, *n - k, &w);
+                uint32_t c = kiln_utf8_decode_rune(*s + k, *n - k, &w);
                 if (k + w != *n) {
                         k = *n - 1;
                         c = RUNE_ERROR;

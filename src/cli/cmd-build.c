@@ -20,7 +20,6 @@
 #include <archive_entry.h>
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -32,7 +31,6 @@
 #include "base/pattern.h"
 #include "builder.h"
 #include "cli.h"
-#include "config/address.h"
 #include "http.h"
 
 /* BuildKit's secretsprovider.MaxSecretSize. */
@@ -828,16 +826,18 @@ static int source_open(const char *context, const char *file, struct source *s,
                         return r;
                 }
                 s->dir = kiln_xstrdup(s->tmp_dir);
+                s->key = context_key("stdin");
+                s->dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (s->dir_fd < 0) {
+                        r = kiln_error_set(err, -errno, "open '%s': %s", s->dir, strerror(errno));
+                        free(in);
+                        return r;
+                }
                 if (is_archive(in->peek, in->n_peek)) {
                         r = extract_stdin(in, s->tmp_dir, err);
                         free(in);
                         if (r < 0)
                                 return r;
-                        s->key = context_key("stdin");
-                        s->dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                        if (s->dir_fd < 0)
-                                return kiln_error_set(err, -errno, "open '%s': %s", s->dir,
-                                                      strerror(errno));
                         /* The Dockerfile comes from the tar, unless -f. */
                         {
                                 _cleanup_free_ char *rel =
@@ -864,11 +864,6 @@ static int source_open(const char *context, const char *file, struct source *s,
                         if (r < 0)
                                 return r;
                         s->dockerfile_name = kiln_xstrdup("Dockerfile");
-                        s->key = context_key("stdin");
-                        s->dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                        if (s->dir_fd < 0)
-                                return kiln_error_set(err, -errno, "open '%s': %s", s->dir,
-                                                      strerror(errno));
                 }
                 goto ignore;
         }
@@ -923,150 +918,49 @@ ignore:
 /* ---- HTTP with a streamed body ---- */
 
 struct upload {
-        struct kiln_cli_context_tar *tar;
+        struct kiln_cli_context_tar *tar; /* NULL: the body is in memory */
         const char *body;
         size_t body_len, body_pos;
-        struct kiln_buf resp;
-        struct kiln_error *err;
-        int code;
 };
 
-static size_t upload_read_cb(char *buf, size_t size, size_t nitems, void *userdata)
+static ssize_t upload_read(void *userdata, void *buf, size_t n, struct kiln_error **err)
 {
         struct upload *u = userdata;
-        size_t want = size * nitems;
-        ssize_t n;
 
         if (build_cancelled)
-                return CURL_READFUNC_ABORT;
-        if (!u->tar) {
-                n = (ssize_t) (u->body_len - u->body_pos < want ? u->body_len - u->body_pos : want);
-                memcpy(buf, u->body + u->body_pos, (size_t) n);
-                u->body_pos += (size_t) n;
-                return (size_t) n;
-        }
-        n = kiln_cli_context_tar_read(u->tar, buf, want, &u->err);
-        if (n < 0) {
-                u->code = (int) n;
-                return CURL_READFUNC_ABORT;
-        }
-        return (size_t) n;
+                return kiln_error_set(err, -ECANCELED, "cancelled");
+        if (u->tar)
+                return kiln_cli_context_tar_read(u->tar, buf, n, err);
+        if (n > u->body_len - u->body_pos)
+                n = u->body_len - u->body_pos;
+        memcpy(buf, u->body + u->body_pos, n);
+        u->body_pos += n;
+        return (ssize_t) n;
 }
 
-static size_t upload_write_cb(char *data, size_t size, size_t nmemb, void *userdata)
+/* One request of a context transfer, its body sent as it is produced (the
+ * tar) or from memory; the answer must be a 2xx JSON object of at most
+ * max_answer bytes. A cancelled build ends it with -ECANCELED. */
+static int context_send(const struct kiln_cli_http_target *t, const char *method, const char *path,
+                        const char *content_type, struct upload *u, size_t max_answer, json_t **ret,
+                        struct kiln_error **err)
 {
-        struct upload *u = userdata;
-
-        if (kiln_buf_append(&u->resp, data, size * nmemb) < 0)
-                return 0;
-        return size * nmemb;
-}
-
-/* One request whose body is sent as it is produced (the tar) or from
- * memory, to the daemon at t; the answer must be a 2xx JSON object. The
- * address handling is http.c's (unix socket, or https with the builder's
- * TLS files). */
-static int http_send(const struct kiln_cli_http_target *t, const char *method, const char *path,
-                     const char *content_type, struct upload *u, json_t **ret,
-                     struct kiln_error **err)
-{
-        _cleanup_(kiln_config_address_release) struct kiln_config_address a = {
-                .kind = _KILN_CONFIG_ADDRESS_KIND_INVALID
+        const struct kiln_cli_http_body body = {
+                .content_type = content_type,
+                .size = u->tar ? -1 : (int64_t) u->body_len,
+                .read = upload_read,
+                .userdata = u,
         };
-        _cleanup_free_ char *url = NULL, *ct = NULL;
-        struct curl_slist *headers = NULL, *connect_to = NULL;
-        char errbuf[CURL_ERROR_SIZE] = "";
-        long status = 0;
-        CURL *c;
-        CURLcode cc;
-        json_error_t jerr;
-        json_t *j;
         int r;
 
-        r = kiln_config_address_parse(t->address, &a, err);
-        if (r < 0)
-                return r;
-        c = curl_easy_init();
-        if (!c)
-                return kiln_error_set(err, -ENOMEM, "%s %s: cannot create a curl handle", method,
-                                      path);
-        if (a.kind == KILN_CONFIG_ADDRESS_UNIX) {
-                url = kiln_xasprintf("http://localhost%s", path);
-                (void) curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, a.path);
-        } else {
-                _cleanup_free_ char *host =
-                        strchr(a.host, ':') ? kiln_xasprintf("[%s]", a.host) : kiln_xstrdup(a.host);
-
-                if (t->server_name && t->server_name[0]) {
-                        _cleanup_free_ char *map =
-                                kiln_xasprintf("%s:%s:%s:%s", t->server_name, a.port, host, a.port);
-
-                        url = kiln_xasprintf("https://%s:%s%s", t->server_name, a.port, path);
-                        connect_to = curl_slist_append(NULL, map);
-                        (void) curl_easy_setopt(c, CURLOPT_CONNECT_TO, connect_to);
-                } else
-                        url = kiln_xasprintf("https://%s:%s%s", host, a.port, path);
-                if (t->ca_file)
-                        (void) curl_easy_setopt(c, CURLOPT_CAINFO, t->ca_file);
-                if (t->cert_file)
-                        (void) curl_easy_setopt(c, CURLOPT_SSLCERT, t->cert_file);
-                if (t->key_file)
-                        (void) curl_easy_setopt(c, CURLOPT_SSLKEY, t->key_file);
-        }
-        ct = kiln_xasprintf("Content-Type: %s", content_type);
-        headers = curl_slist_append(headers, "Accept: " KILN_API_CONTENT_TYPE_JSON);
-        headers = curl_slist_append(headers, ct);
-        headers = curl_slist_append(headers, "Expect:");
-        (void) curl_easy_setopt(c, CURLOPT_URL, url);
-        (void) curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-        (void) curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        (void) curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-        (void) curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-        (void) curl_easy_setopt(c, CURLOPT_USERAGENT, "kiln");
-        (void) curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-        (void) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        (void) curl_easy_setopt(c, CURLOPT_READFUNCTION, upload_read_cb);
-        (void) curl_easy_setopt(c, CURLOPT_READDATA, u);
-        (void) curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, upload_write_cb);
-        (void) curl_easy_setopt(c, CURLOPT_WRITEDATA, u);
-        (void) curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long) CONTEXT_TIMEOUT_MS);
-        (void) curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long) KILN_CLI_TIMEOUT_DEFAULT_MS);
-        if (!u->tar)
-                (void) curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t) u->body_len);
-        log_debug("%s %s on %s", method, path, t->address);
-        cc = curl_easy_perform(c);
-        if (cc == CURLE_OK)
-                (void) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        curl_easy_cleanup(c);
-        curl_slist_free_all(headers);
-        curl_slist_free_all(connect_to);
-
-        if (build_cancelled)
+        r = kiln_cli_http_send_json(t, method, path, &body, max_answer, CONTEXT_TIMEOUT_MS, ret,
+                                    err);
+        if (build_cancelled) {
+                if (r >= 0)
+                        json_decref(*ret);
                 return -ECANCELED;
-        if (u->code < 0 && u->err) {
-                kiln_error_free(*err);
-                *err = TAKE_PTR(u->err);
-                return u->code;
         }
-        if (cc != CURLE_OK)
-                return kiln_error_set(err, -EIO, "%s %s on '%s': %s", method, path, t->address,
-                                      errbuf[0] ? errbuf : curl_easy_strerror(cc));
-        if (status < 200 || status >= 300) {
-                _cleanup_free_ char *msg = kiln_api_error_parse(u->resp.data, u->resp.len);
-
-                return kiln_error_set(err, -EIO, "%s %s on '%s': the daemon answered %ld: %s",
-                                      method, path, t->address, status,
-                                      msg ? msg : "no error message");
-        }
-        j = json_loadb(u->resp.data ? u->resp.data : "", u->resp.len, 0, &jerr);
-        if (!j || !json_is_object(j)) {
-                json_decref(j);
-                return kiln_error_set(err, -EBADMSG,
-                                      "%s %s on '%s': the answer is not a JSON object", method,
-                                      path, t->address);
-        }
-        *ret = j;
-        return 0;
+        return r;
 }
 
 /* ---- the build stream ---- */
@@ -1101,7 +995,7 @@ static int send_context(struct build *bd, const struct kiln_api_build_event *ev,
         _cleanup_free_ char *path = NULL, *body = NULL;
         _cleanup_(kiln_cli_strv_freep) char **need = NULL;
         _cleanup_(kiln_cli_context_tar_freep) struct kiln_cli_context_tar *tar = NULL;
-        struct upload u = { .resp = KILN_BUF_INIT(KILN_CLI_LIMIT_NEED_RESPONSE) };
+        struct upload u = { 0 };
         json_t *j = NULL, *answer = NULL;
         int r;
 
@@ -1122,20 +1016,15 @@ static int send_context(struct build *bd, const struct kiln_api_build_event *ev,
         }
         path = kiln_api_build_context_path(bd->id, ev->name);
         r = kiln_api_context_entries_to_json(entries, n_entries, &j);
-        if (r < 0) {
-                r = kiln_error_set(err, r, "out of memory");
-                goto out;
-        }
-        body = kiln_api_json_dump(j, &body_len);
-        json_decref(j);
+        body = r < 0 ? NULL : kiln_cli_http_json_body(j, &body_len);
         if (!body) {
                 r = kiln_error_set(err, -ENOMEM, "out of memory");
                 goto out;
         }
         u.body = body;
         u.body_len = body_len;
-        r = http_send(&bd->target, "POST", path, KILN_API_CONTENT_TYPE_JSON, &u, &answer, err);
-        kiln_buf_release(&u.resp);
+        r = context_send(&bd->target, "POST", path, KILN_API_CONTENT_TYPE_JSON, &u,
+                         KILN_CLI_LIMIT_NEED_RESPONSE, &answer, err);
         if (r < 0)
                 goto out;
         r = kiln_api_context_need_from_json(answer, &need, &n_need, err);
@@ -1151,12 +1040,10 @@ static int send_context(struct build *bd, const struct kiln_api_build_event *ev,
                                      err);
         if (r < 0)
                 goto out;
-        u = (struct upload){ .tar = tar, .resp = KILN_BUF_INIT(1u << 20) };
-        r = http_send(&bd->target, "PUT", path, "application/x-tar", &u, &answer, err);
-        kiln_buf_release(&u.resp);
-        kiln_error_free(u.err);
-        json_decref(answer);
+        u = (struct upload){ .tar = tar };
+        r = context_send(&bd->target, "PUT", path, "application/x-tar", &u, 1u << 20, &answer, err);
         if (r >= 0) {
+                json_decref(answer);
                 uint64_t files, bytes;
 
                 kiln_cli_context_tar_stats(tar, &files, &bytes);
@@ -1504,12 +1391,7 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
         q.req.dockerignore = src.dockerignore ? kiln_xstrdup(src.dockerignore) : NULL;
         q.req.context_key = kiln_xstrdup(src.key);
         r = kiln_api_build_request_to_json(&q.req, &j);
-        if (r < 0) {
-                r = kiln_error_set(err, r, "out of memory");
-                goto out;
-        }
-        body = kiln_api_json_dump(j, &body_len);
-        json_decref(j);
+        body = r < 0 ? NULL : kiln_cli_http_json_body(j, &body_len);
         if (!body) {
                 r = kiln_error_set(err, -ENOMEM, "out of memory");
                 goto out;

@@ -221,10 +221,8 @@ static int create_run(struct kiln_cli *cli, const struct kiln_cli_args *args,
         r = kiln_cli_image_target(cli, &s, &b, err);
         if (r < 0)
                 return r;
-        if (kiln_api_imagetools_create_request_to_json(&req, &j) < 0)
-                return kiln_error_set(err, -ENOMEM, "out of memory");
-        body = kiln_api_json_dump(j, &len);
-        json_decref(j);
+        r = kiln_api_imagetools_create_request_to_json(&req, &j);
+        body = r < 0 ? NULL : kiln_cli_http_json_body(j, &len);
         if (!body)
                 return kiln_error_set(err, -ENOMEM, "out of memory");
 

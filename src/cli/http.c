@@ -11,6 +11,9 @@
  * long-running calls send progress events well within it. */
 #define STREAM_IDLE_TIMEOUT_S 300L
 
+/* How long a stream or an upload may take to connect. */
+#define CONNECT_TIMEOUT_MS 20000u
+
 struct transfer {
         const struct kiln_cli_http_target *target;
         const char *method;
@@ -27,6 +30,10 @@ struct transfer {
         bool too_big;
         struct kiln_error *cb_err; /* set when the stream's consumer failed */
         int cb_code;
+        /* A body produced as it is sent, and its failure. */
+        const struct kiln_cli_http_body *upload;
+        struct kiln_error *read_err;
+        int read_code;
 };
 
 static void transfer_release(struct transfer *x)
@@ -38,6 +45,7 @@ static void transfer_release(struct transfer *x)
         free(x->url);
         kiln_buf_release(&x->body);
         kiln_error_free(x->cb_err);
+        kiln_error_free(x->read_err);
         *x = (struct transfer){ 0 };
 }
 
@@ -66,9 +74,24 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *userdata)
         return n;
 }
 
+static size_t on_read(char *buf, size_t size, size_t nitems, void *userdata)
+{
+        struct transfer *x = userdata;
+        ssize_t n;
+
+        n = x->upload->read(x->upload->userdata, buf, size * nitems, &x->read_err);
+        if (n < 0) {
+                x->read_code = (int) n;
+                return CURL_READFUNC_ABORT;
+        }
+        return (size_t) n;
+}
+
+/* content_type: of the body (NULL: no body); body: a body in memory, or
+ * NULL for none or one that the caller sets up. */
 static int transfer_setup(struct transfer *x, const struct kiln_cli_http_target *t,
-                          const char *method, const char *path, const char *body, size_t body_len,
-                          struct kiln_error **err)
+                          const char *method, const char *path, const char *content_type,
+                          const char *body, size_t body_len, struct kiln_error **err)
 {
         const char *addr = t->address;
 
@@ -118,10 +141,12 @@ static int transfer_setup(struct transfer *x, const struct kiln_cli_http_target 
         }
 
         x->headers = curl_slist_append(x->headers, "Accept: " KILN_API_CONTENT_TYPE_JSON);
-        if (body)
-                x->headers =
-                        curl_slist_append(x->headers, "Content-Type: " KILN_API_CONTENT_TYPE_JSON);
-        /* A body's size is known: no "Expect: 100-continue" round trip. */
+        if (content_type) {
+                _cleanup_free_ char *h = kiln_xasprintf("Content-Type: %s", content_type);
+
+                x->headers = curl_slist_append(x->headers, h);
+        }
+        /* Bodies go out at once, without an "Expect: 100-continue" round trip. */
         x->headers = curl_slist_append(x->headers, "Expect:");
 
         (void) curl_easy_setopt(x->curl, CURLOPT_URL, x->url);
@@ -180,6 +205,15 @@ static int transfer_perform(struct transfer *x, long *ret_status, struct kiln_er
                 (void) curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, ret_status);
                 return 0;
         }
+        if (x->read_code < 0) {
+                if (!x->read_err)
+                        return kiln_error_set(err, x->read_code,
+                                              "%s %s on '%s': the request body failed", x->method,
+                                              x->path, t->address);
+                *err = kiln_error_free(*err);
+                *err = TAKE_PTR(x->read_err);
+                return x->read_code;
+        }
         if (x->cb_code < 0 && x->cb_err) {
                 *err = kiln_error_free(*err);
                 *err = TAKE_PTR(x->cb_err);
@@ -187,8 +221,8 @@ static int transfer_perform(struct transfer *x, long *ret_status, struct kiln_er
         }
         if (x->too_big)
                 return kiln_error_set(err, -E2BIG,
-                                      "%s %s on '%s': the answer is larger than %u bytes",
-                                      x->method, x->path, t->address, KILN_LIMIT_API_RESPONSE);
+                                      "%s %s on '%s': the answer is larger than %zu bytes",
+                                      x->method, x->path, t->address, x->body.max);
 
         r = curl_code_to_errno(c);
         /* curl speaks of "localhost port 80" for a unix socket: say what
@@ -243,7 +277,8 @@ int kiln_cli_http_request(const struct kiln_cli_http_target *t, const char *meth
         long status = 0;
         int r;
 
-        r = transfer_setup(&x, t, method, path, body, body_len, err);
+        r = transfer_setup(&x, t, method, path, body ? KILN_API_CONTENT_TYPE_JSON : NULL, body,
+                           body_len, err);
         if (r < 0)
                 return r;
         (void) curl_easy_setopt(x.curl, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
@@ -258,34 +293,79 @@ int kiln_cli_http_request(const struct kiln_cli_http_target *t, const char *meth
         return 0;
 }
 
-int kiln_cli_http_get_json(const struct kiln_cli_http_target *t, const char *path,
-                           uint64_t timeout_ms, json_t **ret, struct kiln_error **err)
+char *kiln_cli_http_json_body(json_t *j, size_t *ret_len)
 {
-        struct kiln_cli_http_response resp = { .body = KILN_BUF_INIT(0) };
+        char *body = kiln_api_json_dump(j, ret_len);
+
+        json_decref(j);
+        return body;
+}
+
+/* A 2xx answer's JSON object into *ret; a 4xx/5xx answer's error. */
+static int answer_json(const char *method, const char *path, const char *address, long status,
+                       const struct kiln_buf *body, json_t **ret, struct kiln_error **err)
+{
         json_error_t jerr;
         json_t *j;
         int r;
 
-        r = kiln_cli_http_request(t, "GET", path, NULL, 0, timeout_ms, &resp, err);
-        if (r < 0)
-                return r;
-        if (resp.status < 200 || resp.status >= 300) {
-                r = status_error("GET", path, t->address, resp.status, &resp.body, err);
-                kiln_cli_http_response_release(&resp);
-                return r;
-        }
-        j = json_loadb(resp.body.data ? resp.body.data : "", resp.body.len, 0, &jerr);
-        kiln_cli_http_response_release(&resp);
+        if (status < 200 || status >= 300)
+                return status_error(method, path, address, status, body, err);
+        j = json_loadb(body->data ? body->data : "", body->len, 0, &jerr);
         if (!j || !json_is_object(j)) {
                 r = kiln_error_set(err, -EBADMSG,
-                                   "GET %s on '%s': the answer is not a JSON "
+                                   "%s %s on '%s': the answer is not a JSON "
                                    "object%s%s",
-                                   path, t->address, j ? "" : ": ", j ? "" : jerr.text);
+                                   method, path, address, j ? "" : ": ", j ? "" : jerr.text);
                 json_decref(j);
                 return r;
         }
         *ret = j;
         return 0;
+}
+
+int kiln_cli_http_get_json(const struct kiln_cli_http_target *t, const char *path,
+                           uint64_t timeout_ms, json_t **ret, struct kiln_error **err)
+{
+        struct kiln_cli_http_response resp = { .body = KILN_BUF_INIT(0) };
+        int r;
+
+        r = kiln_cli_http_request(t, "GET", path, NULL, 0, timeout_ms, &resp, err);
+        if (r < 0)
+                return r;
+        r = answer_json("GET", path, t->address, resp.status, &resp.body, ret, err);
+        kiln_cli_http_response_release(&resp);
+        return r;
+}
+
+int kiln_cli_http_send_json(const struct kiln_cli_http_target *t, const char *method,
+                            const char *path, const struct kiln_cli_http_body *body,
+                            size_t max_answer, uint64_t timeout_ms, json_t **ret,
+                            struct kiln_error **err)
+{
+        _cleanup_(transfer_release) struct transfer x = { 0 };
+        long status = 0;
+        int r;
+
+        r = transfer_setup(&x, t, method, path, body->content_type, NULL, 0, err);
+        if (r < 0)
+                return r;
+        x.body.max = max_answer;
+        x.upload = body;
+        (void) curl_easy_setopt(x.curl, CURLOPT_UPLOAD, 1L);
+        /* UPLOAD makes a PUT of any request: say which one it is. */
+        (void) curl_easy_setopt(x.curl, CURLOPT_CUSTOMREQUEST, method);
+        (void) curl_easy_setopt(x.curl, CURLOPT_READFUNCTION, on_read);
+        (void) curl_easy_setopt(x.curl, CURLOPT_READDATA, &x);
+        if (body->size >= 0)
+                (void) curl_easy_setopt(x.curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t) body->size);
+        (void) curl_easy_setopt(x.curl, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
+        (void) curl_easy_setopt(x.curl, CURLOPT_CONNECTTIMEOUT_MS, (long) CONNECT_TIMEOUT_MS);
+        log_debug("%s %s on %s", method, path, t->address);
+        r = transfer_perform(&x, &status, err);
+        if (r < 0)
+                return r;
+        return answer_json(method, path, t->address, status, &x.body, ret, err);
 }
 
 /* ---- NDJSON ---- */
@@ -373,12 +453,13 @@ int kiln_cli_http_stream(const struct kiln_cli_http_target *t, const char *metho
         int r;
 
         kiln_cli_ndjson_init(&s, KILN_CLI_LIMIT_EVENT, on_event, userdata);
-        r = transfer_setup(&x, t, method, path, body, body_len, err);
+        r = transfer_setup(&x, t, method, path, body ? KILN_API_CONTENT_TYPE_JSON : NULL, body,
+                           body_len, err);
         if (r < 0)
                 return r;
         x.stream = &s;
         (void) curl_easy_setopt(x.curl, CURLOPT_CONNECTTIMEOUT_MS,
-                                (long) (timeout_ms ? timeout_ms : 20000u));
+                                (long) (timeout_ms ? timeout_ms : CONNECT_TIMEOUT_MS));
         (void) curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
         (void) curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_TIME, STREAM_IDLE_TIMEOUT_S);
         log_debug("%s %s on %s (stream)", method, path, t->address);

@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "base/buf.h"
 #include "base/error.h"
@@ -58,6 +59,33 @@ int kiln_cli_http_request(const struct kiln_cli_http_target *t, const char *meth
  * reference). A 4xx/5xx answer fails with the daemon's error message. */
 int kiln_cli_http_get_json(const struct kiln_cli_http_target *t, const char *path,
                            uint64_t timeout_ms, json_t **ret, struct kiln_error **err);
+
+/* A JSON request body: j written by kiln_api_json_dump, *ret_len bytes.
+ * Consumes j. NULL when out of memory. */
+char *kiln_cli_http_json_body(json_t *j, size_t *ret_len);
+
+/* A request body produced as it is sent: fills buf with up to n bytes and
+ * returns how many, 0 at its end; < 0 (with *err set) aborts the request,
+ * which then fails with that error as it is. */
+typedef ssize_t (*kiln_cli_http_read_fn)(void *userdata, void *buf, size_t n,
+                                         struct kiln_error **err);
+
+struct kiln_cli_http_body {
+        const char *content_type;
+        int64_t size; /* in bytes; -1: unknown, sent chunked */
+        kiln_cli_http_read_fn read;
+        void *userdata;
+};
+
+/* Sends a request whose body body->read produces while curl sends it, so
+ * that a large body is never held in memory. A 2xx answer (at most
+ * max_answer bytes, else -E2BIG) must be a JSON object, returned in *ret (a
+ * new reference); a 4xx/5xx answer fails with the daemon's error message.
+ * timeout_ms bounds the whole exchange. */
+int kiln_cli_http_send_json(const struct kiln_cli_http_target *t, const char *method,
+                            const char *path, const struct kiln_cli_http_body *body,
+                            size_t max_answer, uint64_t timeout_ms, json_t **ret,
+                            struct kiln_error **err);
 
 /* Newline-delimited JSON, as long-running calls answer: feed it bytes as
  * they come, and on_event is called with each complete line's object

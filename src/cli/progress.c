@@ -21,6 +21,7 @@
 
 #include "api/api.h"
 #include "base/buf.h"
+#include "base/goquote.h"
 #include "cli.h"
 
 /* printer.go's scheduling constants, in nanoseconds. */
@@ -1075,29 +1076,16 @@ static void json_str(struct kiln_buf *b, const char *s, size_t n)
                 if (c >= 0x80) {
                         /* Valid UTF-8 passes (U+2028/9 escaped); anything
                          * else becomes U+FFFD. */
-                        size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
-                        bool ok = len > 0 && i + len <= n && c < 0xf5 && c >= 0xc2;
+                        uint32_t r;
+                        size_t len = kiln_utf8_decode((const unsigned char *) s + i, n - i, &r);
 
-                        for (size_t k = 1; ok && k < len; k++)
-                                ok = ((unsigned char) s[i + k] & 0xc0) == 0x80;
-                        if (ok && len == 3 && c == 0xe0 && (unsigned char) s[i + 1] < 0xa0)
-                                ok = false;
-                        if (ok && len == 3 && c == 0xed && (unsigned char) s[i + 1] >= 0xa0)
-                                ok = false;
-                        if (ok && len == 4 && c == 0xf0 && (unsigned char) s[i + 1] < 0x90)
-                                ok = false;
-                        if (ok && len == 4 && c == 0xf4 && (unsigned char) s[i + 1] >= 0x90)
-                                ok = false;
-                        if (!ok) {
+                        if (len == 0) {
                                 (void) kiln_buf_puts(b, "\\ufffd");
                                 i++;
                                 continue;
                         }
-                        if (len == 3 && c == 0xe2 && (unsigned char) s[i + 1] == 0x80 &&
-                            ((unsigned char) s[i + 2] == 0xa8 || (unsigned char) s[i + 2] == 0xa9))
-                                (void) kiln_buf_printf(b, "\\u202%c",
-                                                       (unsigned char) s[i + 2] == 0xa8 ? '8'
-                                                                                        : '9');
+                        if (r == 0x2028 || r == 0x2029)
+                                (void) kiln_buf_printf(b, "\\u%04" PRIx32, r);
                         else
                                 (void) kiln_buf_append(b, s + i, len);
                         i += len;

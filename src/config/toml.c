@@ -17,6 +17,7 @@
 #include <stdarg.h>
 
 #include "base/buf.h"
+#include "base/goquote.h"
 #include "base/limits.h"
 #include "base/macro.h"
 #include "config/toml.h"
@@ -239,61 +240,9 @@ static bool is_token(char c)
  * truncated, overlong, a surrogate or past U+10FFFF. */
 static size_t utf8_len(const char *p, const char *end)
 {
-        const unsigned char *s = (const unsigned char *) p;
         uint32_t cp;
-        size_t n, i;
 
-        if (s[0] < 0x80)
-                return 1;
-        if (s[0] < 0xC2)
-                return 0;
-        if (s[0] < 0xE0) {
-                n = 2;
-                cp = s[0] & 0x1F;
-        } else if (s[0] < 0xF0) {
-                n = 3;
-                cp = s[0] & 0x0F;
-        } else if (s[0] < 0xF5) {
-                n = 4;
-                cp = s[0] & 0x07;
-        } else
-                return 0;
-        if ((size_t) (end - p) < n)
-                return 0;
-        for (i = 1; i < n; i++) {
-                if ((s[i] & 0xC0) != 0x80)
-                        return 0;
-                cp = (cp << 6) | (s[i] & 0x3F);
-        }
-        if (n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)))
-                return 0;
-        if (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))
-                return 0;
-        return n;
-}
-
-static size_t utf8_encode(uint32_t cp, char out[4])
-{
-        if (cp < 0x80) {
-                out[0] = (char) cp;
-                return 1;
-        }
-        if (cp < 0x800) {
-                out[0] = (char) (0xC0 | (cp >> 6));
-                out[1] = (char) (0x80 | (cp & 0x3F));
-                return 2;
-        }
-        if (cp < 0x10000) {
-                out[0] = (char) (0xE0 | (cp >> 12));
-                out[1] = (char) (0x80 | ((cp >> 6) & 0x3F));
-                out[2] = (char) (0x80 | (cp & 0x3F));
-                return 3;
-        }
-        out[0] = (char) (0xF0 | (cp >> 18));
-        out[1] = (char) (0x80 | ((cp >> 12) & 0x3F));
-        out[2] = (char) (0x80 | ((cp >> 6) & 0x3F));
-        out[3] = (char) (0x80 | (cp & 0x3F));
-        return 4;
+        return kiln_utf8_decode((const unsigned char *) p, (size_t) (end - p), &cp);
 }
 
 /* ---- positions and errors ---- */
@@ -629,17 +578,6 @@ static int put(struct parser *P, struct kiln_buf *b, const char *s, size_t n,
         return 0;
 }
 
-static int hex_value(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* The escape at the cursor (a backslash) inside a basic string. */
 static int parse_escape(struct parser *P, struct kiln_buf *b, bool multiline,
                         struct kiln_toml_pos start)
@@ -681,7 +619,7 @@ static int parse_escape(struct parser *P, struct kiln_buf *b, bool multiline,
                 n = c == 'u' ? 4 : 8;
                 for (i = 0; i < n; i++) {
                         const char *h = P->p + 1 + i;
-                        int d = h < P->end ? hex_value(*h) : -1;
+                        int d = h < P->end ? ascii_hex_value(*h) : -1;
 
                         if (d < 0)
                                 return fail(P, bs,
@@ -694,7 +632,7 @@ static int parse_escape(struct parser *P, struct kiln_buf *b, bool multiline,
                         return fail(P, bs, "escape '%.*s' is not a unicode scalar value",
                                     (int) n + 2, bs);
                 P->p += 1 + n;
-                return put(P, b, out, utf8_encode(cp, out), start);
+                return put(P, b, out, kiln_utf8_encode(cp, out), start);
         default:
                 if (multiline && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
                         /* Line-ending backslash: trims up to the next non-blank. */
@@ -924,11 +862,11 @@ static int scan_digits(const char **p, const char *end, int base, const char **b
         int n = 0;
 
         for (; q < end; q++) {
-                int d = hex_value(*q);
+                int d = ascii_hex_value(*q);
 
                 if (*q == '_') {
-                        if (n == 0 || q + 1 == end || hex_value(q[1]) < 0 ||
-                            hex_value(q[1]) >= base) {
+                        if (n == 0 || q + 1 == end || ascii_hex_value(q[1]) < 0 ||
+                            ascii_hex_value(q[1]) >= base) {
                                 *bad = q;
                                 return -1;
                         }
@@ -1064,7 +1002,7 @@ static int parse_number(struct parser *P, const char *s, const char *e, struct k
 
                 if (*q == '_')
                         continue;
-                d = (uint64_t) hex_value(*q);
+                d = (uint64_t) ascii_hex_value(*q);
                 if (acc > (limit - d) / (uint64_t) base)
                         return fail(P, s, "integer '%.*s' does not fit in 64 bits", (int) (e - s),
                                     s);

@@ -25,6 +25,7 @@
 #include "base/buf.h"
 #include "base/goquote.h"
 #include "base/macro.h"
+#include "base/pattern.h"
 #include "base/suggest.h"
 #include "content/ref.h"
 #include "dockerfile/convert.h"
@@ -174,51 +175,6 @@ static char *strv_join(char *const *v, size_t n, const char *sep)
 
 /* ---- paths, as Go's path package ---- */
 
-/* path.Clean */
-static char *path_clean(const char *p)
-{
-        size_t n = strlen(p);
-        if (n == 0)
-                return kiln_xstrdup(".");
-        bool rooted = p[0] == '/';
-        char *out = kiln_xmalloc(n + 2);
-        size_t w = 0, r = 0, dotdot = 0;
-        if (rooted) {
-                out[w++] = '/';
-                r = 1;
-                dotdot = 1;
-        }
-        while (r < n) {
-                if (p[r] == '/')
-                        r++;
-                else if (p[r] == '.' && (r + 1 == n || p[r + 1] == '/'))
-                        r++;
-                else if (p[r] == '.' && p[r + 1] == '.' && (r + 2 == n || p[r + 2] == '/')) {
-                        r += 2;
-                        if (w > dotdot) {
-                                w--;
-                                while (w > dotdot && out[w] != '/')
-                                        w--;
-                        } else if (!rooted) {
-                                if (w > 0)
-                                        out[w++] = '/';
-                                out[w++] = '.';
-                                out[w++] = '.';
-                                dotdot = w;
-                        }
-                } else {
-                        if ((rooted && w != 1) || (!rooted && w != 0))
-                                out[w++] = '/';
-                        for (; r < n && p[r] != '/'; r++)
-                                out[w++] = p[r];
-                }
-        }
-        if (w == 0)
-                out[w++] = '.';
-        out[w] = 0;
-        return out;
-}
-
 /* path.Join of two elements (empty elements ignored). */
 static char *path_join(const char *a, const char *b)
 {
@@ -231,7 +187,7 @@ static char *path_join(const char *a, const char *b)
                 j = kiln_xstrdup(a);
         else
                 j = kiln_xasprintf("%s/%s", a, b);
-        return path_clean(j);
+        return kiln_pattern_clean(j);
 }
 
 static char *path_join3(const char *a, const char *b, const char *c)
@@ -298,7 +254,7 @@ static char *normalize_path(const char *parent, const char *p, bool keep_slash)
 /* The LLB client's normalizePath: how file op paths end up in the op. */
 static char *llb_normalize_path(const char *parent, const char *p, bool keep_slash)
 {
-        char *c = path_clean(p);
+        char *c = kiln_pattern_clean(p);
         if (!path_is_abs(c)) {
                 char *t = path_join3("/", parent, c);
                 free(c);
@@ -3451,7 +3407,7 @@ static int dispatch_run_mounts(struct conv *c, struct dstate *d, struct kiln_doc
                         continue;
                 }
 
-                _cleanup_free_ char *target = NULL, *clean = path_clean(m->target);
+                _cleanup_free_ char *target = NULL, *clean = kiln_pattern_clean(m->target);
                 if (!path_is_abs(clean))
                         target = path_join3("/", d->state.dir, m->target);
                 else
@@ -3488,7 +3444,7 @@ static int dispatch_run_mounts(struct conv *c, struct dstate *d, struct kiln_doc
                         lm->tmpfs_size = m->size_limit > 0 ? (uint64_t) m->size_limit : 0;
                 if (type == KILN_LLB_MOUNT_CACHE) {
                         _cleanup_free_ char *cid = str_empty(m->cache_id)
-                                                           ? path_clean(m->target)
+                                                           ? kiln_pattern_clean(m->target)
                                                            : kiln_xstrdup(m->cache_id);
                         lm->id = kiln_xasprintf("%s/%s", c->cache_ns ?: "", cid);
                         if (m->sharing == KILN_DOCKERFILE_SHARING_PRIVATE)
@@ -4153,7 +4109,7 @@ static void lint_copy_source(struct conv *c, const struct kiln_dockerfile_cmd *c
                         ok = false; /* exclusions: too hard to judge statically */
                 else {
                         _cleanup_free_ char *t = kiln_xstrndup(raw, len);
-                        pats[n].text = path_clean(t);
+                        pats[n].text = kiln_pattern_clean(t);
                         if (!ignore_compile(&pats[n]))
                                 ok = false;
                         const char *pt = pats[n].text;
@@ -4163,7 +4119,7 @@ static void lint_copy_source(struct conv *c, const struct kiln_dockerfile_cmd *c
                 }
         }
         if (ok) {
-                _cleanup_free_ char *p = path_clean(src);
+                _cleanup_free_ char *p = kiln_pattern_clean(src);
                 if ((!streq(p, ".") && !streq(p, "/")) || root_ignored) {
                         _cleanup_free_ char *parent = NULL;
                         {
@@ -4383,7 +4339,7 @@ static int dispatch_copy(struct conv *c, struct dstate *d, struct kiln_dockerfil
                         a->copy.src = node_ref(source);
                         {
                                 /* sourcePath: relative to the source state's dir, "/" */
-                                _cleanup_free_ char *cl = path_clean(ns);
+                                _cleanup_free_ char *cl = kiln_pattern_clean(ns);
                                 a->copy.src_path =
                                         path_is_abs(cl) ? kiln_xstrdup(cl) : path_join("/", cl);
                         }

@@ -578,6 +578,23 @@ static const struct timespec *action_time(bool has, int64_t ns, struct timespec 
         return buf;
 }
 
+/* The first steps of mkdir, mkfile and symlink: the owner (names resolved
+ * in dest_fd's /etc/passwd and /etc/group) and path resolved in dest_fd. */
+static int action_target(int dest_fd, const char *op, const char *path,
+                         const struct kiln_llb_chown *chown, struct fileop_owner *owner,
+                         char **ret_rel, struct kiln_error **err)
+{
+        int r;
+
+        r = fileop_owner_resolve(dest_fd, chown, owner, err);
+        if (r < 0)
+                return kiln_error_wrap(err, "%s \"%s\"", op, path);
+        r = fileop_resolve(dest_fd, path, true, ret_rel);
+        if (r < 0)
+                return kiln_error_set(err, r, "%s \"%s\": %s", op, path, fileop_strerror(-r));
+        return 0;
+}
+
 static int do_mkdir(const struct kiln_llb_file_mkdir *a, int dest_fd, struct kiln_error **err)
 {
         struct fileop_owner owner;
@@ -586,12 +603,9 @@ static int do_mkdir(const struct kiln_llb_file_mkdir *a, int dest_fd, struct kil
         _cleanup_free_ char *rel = NULL;
         int r;
 
-        r = fileop_owner_resolve(dest_fd, &a->chown, &owner, err);
+        r = action_target(dest_fd, "mkdir", a->path, &a->chown, &owner, &rel, err);
         if (r < 0)
-                return kiln_error_wrap(err, "mkdir \"%s\"", a->path);
-        r = fileop_resolve(dest_fd, a->path, true, &rel);
-        if (r < 0)
-                return kiln_error_set(err, r, "mkdir \"%s\": %s", a->path, fileop_strerror(-r));
+                return r;
         if (a->make_parents) {
                 r = fileop_mkdir_all(dest_fd, rel, a->mode, &owner, ts, NULL);
                 if (r < 0)
@@ -615,12 +629,9 @@ static int do_mkdir(const struct kiln_llb_file_mkdir *a, int dest_fd, struct kil
             (owner.set && fchown(fd, owner.uid, owner.gid) < 0))
                 return kiln_error_set(err, -errno, "mkdir \"%s\": %s", a->path,
                                       fileop_strerror(errno));
-        if (ts) {
-                const struct timespec t[2] = { *ts, *ts };
-                if (futimens(fd, t) < 0)
-                        return kiln_error_set(err, -errno, "mkdir \"%s\": set times: %s", a->path,
-                                              fileop_strerror(errno));
-        }
+        if (ts && fileop_set_times_at(pfd, base, ts) < 0)
+                return kiln_error_set(err, -errno, "mkdir \"%s\": set times: %s", a->path,
+                                      fileop_strerror(errno));
         return 0;
 }
 
@@ -633,12 +644,9 @@ static int do_mkfile(const struct kiln_llb_file_mkfile *a, int dest_fd, struct k
         const char *base;
         int r;
 
-        r = fileop_owner_resolve(dest_fd, &a->chown, &owner, err);
+        r = action_target(dest_fd, "mkfile", a->path, &a->chown, &owner, &rel, err);
         if (r < 0)
-                return kiln_error_wrap(err, "mkfile \"%s\"", a->path);
-        r = fileop_resolve(dest_fd, a->path, true, &rel);
-        if (r < 0)
-                return kiln_error_set(err, r, "mkfile \"%s\": %s", a->path, fileop_strerror(-r));
+                return r;
         if (!*rel)
                 return kiln_error_set(err, -EISDIR, "mkfile \"%s\": %s", a->path,
                                       fileop_strerror(EISDIR));
@@ -665,12 +673,9 @@ static int do_mkfile(const struct kiln_llb_file_mkfile *a, int dest_fd, struct k
         if (owner.set && fchown(fd, owner.uid, owner.gid) < 0)
                 return kiln_error_set(err, -errno, "mkfile \"%s\": chown: %s", a->path,
                                       fileop_strerror(errno));
-        if (ts) {
-                const struct timespec t[2] = { *ts, *ts };
-                if (futimens(fd, t) < 0)
-                        return kiln_error_set(err, -errno, "mkfile \"%s\": set times: %s", a->path,
-                                              fileop_strerror(errno));
-        }
+        if (ts && fileop_set_times_at(pfd, base, ts) < 0)
+                return kiln_error_set(err, -errno, "mkfile \"%s\": set times: %s", a->path,
+                                      fileop_strerror(errno));
         return 0;
 }
 
@@ -683,13 +688,9 @@ static int do_symlink(const struct kiln_llb_file_symlink *a, int dest_fd, struct
         const char *base;
         int r;
 
-        r = fileop_owner_resolve(dest_fd, &a->chown, &owner, err);
+        r = action_target(dest_fd, "symlink", a->newpath, &a->chown, &owner, &rel, err);
         if (r < 0)
-                return kiln_error_wrap(err, "symlink \"%s\"", a->newpath);
-        r = fileop_resolve(dest_fd, a->newpath, true, &rel);
-        if (r < 0)
-                return kiln_error_set(err, r, "symlink \"%s\": %s", a->newpath,
-                                      fileop_strerror(-r));
+                return r;
         _cleanup_close_ int pfd = fileop_open_parent(dest_fd, rel, &base);
         if (pfd < 0)
                 return kiln_error_set(err, pfd, "symlink \"%s\": %s", a->newpath,

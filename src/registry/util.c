@@ -31,17 +31,6 @@ int url_query_escape(struct kiln_buf *b, const char *s)
         return 0;
 }
 
-static int unhex(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 static char *unescape(const char *s, size_t n, bool plus_is_space)
 {
         _cleanup_free_ char *out = kiln_xmalloc(n + 1);
@@ -53,8 +42,8 @@ static char *unescape(const char *s, size_t n, bool plus_is_space)
 
                         if (i + 2 >= n)
                                 return NULL;
-                        hi = unhex(s[i + 1]);
-                        lo = unhex(s[i + 2]);
+                        hi = ascii_hex_value(s[i + 1]);
+                        lo = ascii_hex_value(s[i + 2]);
                         if (hi < 0 || lo < 0)
                                 return NULL;
                         out[j++] = (char) (hi << 4 | lo);

@@ -207,6 +207,17 @@ int kiln_solver_cache_lookup(struct kiln_solver_cache *c, const char *key, uint3
         return r;
 }
 
+/* Runs the write statement st (bound, c->lock held) and readies it for its
+ * next use: 1 when it changed a row, 0 when none, < 0 an error. */
+static int stmt_write(struct kiln_solver_cache *c, sqlite3_stmt *st, struct kiln_error **err)
+{
+        int r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(c->db) > 0
+                                                : db_error(c, err, "write");
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return r;
+}
+
 int kiln_solver_cache_insert(struct kiln_solver_cache *c, const struct kiln_solver_cache_record *r,
                              struct kiln_error **err)
 {
@@ -227,11 +238,9 @@ int kiln_solver_cache_insert(struct kiln_solver_cache *c, const struct kiln_solv
         sqlite3_bind_int64(st, 6, r->created ? r->created : now);
         sqlite3_bind_int64(st, 7, r->last_used ? r->last_used : now);
         sqlite3_bind_int64(st, 8, r->size);
-        int ret = sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(c, err, "write");
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
+        int ret = stmt_write(c, st, err);
         pthread_mutex_unlock(&c->lock);
-        return ret;
+        return ret < 0 ? ret : 0;
 }
 
 int kiln_solver_cache_touch(struct kiln_solver_cache *c, const char *key, struct kiln_error **err)
@@ -240,10 +249,7 @@ int kiln_solver_cache_touch(struct kiln_solver_cache *c, const char *key, struct
         sqlite3_stmt *st = c->stmts[STMT_TOUCH];
         sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, now_seconds());
-        int r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(c->db) > 0
-                                                : db_error(c, err, "write");
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
+        int r = stmt_write(c, st, err);
         pthread_mutex_unlock(&c->lock);
         return r;
 }
@@ -255,10 +261,7 @@ int kiln_solver_cache_remove(struct kiln_solver_cache *c, const char *key, uint3
         sqlite3_stmt *st = c->stmts[STMT_REMOVE];
         sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, output);
-        int r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(c->db) > 0
-                                                : db_error(c, err, "write");
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
+        int r = stmt_write(c, st, err);
         pthread_mutex_unlock(&c->lock);
         return r;
 }

@@ -12,6 +12,7 @@
 #include "kiln-version.h"
 #include "registry/redact.h"
 #include "snapshot/snapshot.h"
+#include "source/source-internal.h"
 
 /* The name of a download while it is written, inside the new snapshot
  * (renamed to its real name at the end; the snapshot is otherwise empty). */
@@ -312,33 +313,18 @@ int kiln_source_http_fetch(struct kiln_snapshot_store *snapshots,
         if (!o->work_dir)
                 return kiln_error_set(err, -EINVAL, "download '%s': no work directory", safe_url);
 
-        struct kiln_snapshot *snap = NULL;
-        int r = kiln_snapshot_prepare(snapshots, NULL, &snap, err);
+        struct source_scratch sc;
+        int r = source_scratch_open(snapshots, NULL, o->work_dir, "http", &sc, err);
         if (r < 0)
                 return kiln_error_wrap(err, "download '%s'", safe_url);
-        _cleanup_free_ char *dir = kiln_xasprintf("%s/http-XXXXXX", o->work_dir);
-        if (!mkdtemp(dir)) {
-                r = kiln_error_set(err, -errno, "create '%s': %s", dir, strerror(errno));
-                kiln_snapshot_abort(snap);
-                return r;
-        }
-        bool mounted = false;
-        int root_fd = -1;
+        const char *dir = sc.dir;
+        int root_fd = sc.root_fd;
         char *name = NULL;
         _cleanup_free_ char *digest = NULL;
         struct download d = { .o = o, .fd = -1, .status_id = safe_url, .started = now_ns() };
         d.h = kiln_sha256_new();
         if (!d.h) {
                 r = kiln_error_set(err, -ENOMEM, "sha256: out of memory");
-                goto fail;
-        }
-        r = kiln_snapshot_mount(snap, dir, err);
-        if (r < 0)
-                goto fail;
-        mounted = true;
-        root_fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (root_fd < 0) {
-                r = kiln_error_set(err, -errno, "open '%s': %s", dir, strerror(errno));
                 goto fail;
         }
         d.fd = openat(root_fd, PARTIAL_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
@@ -400,14 +386,8 @@ int kiln_source_http_fetch(struct kiln_snapshot_store *snapshots,
                                    strerror(errno));
                 goto fail;
         }
-        close(TAKE_FD(root_fd));
-        mounted = false;
-        r = kiln_snapshot_unmount(dir, err);
-        if (r < 0)
-                goto fail;
-        (void) rmdir(dir);
         char *id = NULL;
-        r = kiln_snapshot_commit(TAKE_PTR(snap), NULL, &id, err);
+        r = source_scratch_commit(&sc, NULL, &id, err);
         if (r < 0) {
                 kiln_error_wrap(err, "download '%s'", safe_url);
                 goto fail;
@@ -429,15 +409,7 @@ int kiln_source_http_fetch(struct kiln_snapshot_store *snapshots,
 fail:
         if (d.fd >= 0)
                 close(d.fd);
-        if (root_fd >= 0)
-                close(root_fd);
-        if (mounted) {
-                struct kiln_error *e = NULL;
-                (void) kiln_snapshot_unmount(dir, &e);
-                kiln_error_free(e);
-        }
-        kiln_snapshot_abort(snap);
-        (void) rmdir(dir);
+        source_scratch_abort(&sc);
         kiln_sha256_free(d.h);
         free(d.disposition);
         free(name);

@@ -11,6 +11,7 @@
 #include "base/sha256.h"
 #include "content/layer.h"
 #include "snapshot/snapshot.h"
+#include "source/source-internal.h"
 
 /* Blobs whose progress one pull tracks at once (more are reported without
  * a start time). */
@@ -307,6 +308,80 @@ struct layer_job {
         const char *diff_id;
 };
 
+/* ---- scratch snapshots (source-internal.h) ---- */
+
+int source_scratch_open(struct kiln_snapshot_store *store, const char *parent, const char *work_dir,
+                        const char *prefix, struct source_scratch *ret, struct kiln_error **err)
+{
+        struct source_scratch sc = { .root_fd = -1 };
+        int r;
+
+        r = kiln_snapshot_prepare(store, parent, &sc.snap, err);
+        if (r < 0)
+                return r;
+        sc.dir = kiln_xasprintf("%s/%s-XXXXXX", work_dir, prefix);
+        if (!mkdtemp(sc.dir)) {
+                r = kiln_error_set(err, -errno, "create '%s': %s", sc.dir, strerror(errno));
+                kiln_snapshot_abort(sc.snap);
+                free(sc.dir);
+                return r;
+        }
+        r = kiln_snapshot_mount(sc.snap, sc.dir, err);
+        if (r < 0)
+                goto fail;
+        sc.mounted = true;
+        sc.root_fd = open(sc.dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sc.root_fd < 0) {
+                r = kiln_error_set(err, -errno, "open '%s': %s", sc.dir, strerror(errno));
+                goto fail;
+        }
+        *ret = sc;
+        return 0;
+fail:
+        source_scratch_abort(&sc);
+        return r;
+}
+
+int source_scratch_commit(struct source_scratch *sc, const char *name, char **ret_id,
+                          struct kiln_error **err)
+{
+        int r;
+
+        if (sc->root_fd >= 0)
+                close(TAKE_FD(sc->root_fd));
+        sc->mounted = false;
+        r = kiln_snapshot_unmount(sc->dir, err);
+        if (r < 0) {
+                source_scratch_abort(sc);
+                return r;
+        }
+        (void) rmdir(sc->dir);
+        r = kiln_snapshot_commit(TAKE_PTR(sc->snap), name, ret_id, err);
+        free(sc->dir);
+        *sc = (struct source_scratch){ .root_fd = -1 };
+        return r;
+}
+
+void source_scratch_abort(struct source_scratch *sc)
+{
+        if (sc->root_fd >= 0)
+                close(sc->root_fd);
+        if (sc->mounted) {
+                struct kiln_error *e = NULL;
+
+                (void) kiln_snapshot_unmount(sc->dir, &e);
+                kiln_error_free(e);
+        }
+        kiln_snapshot_abort(sc->snap);
+        if (sc->dir) {
+                (void) rmdir(sc->dir);
+                free(sc->dir);
+        }
+        *sc = (struct source_scratch){ .root_fd = -1 };
+}
+
+/* ---- unpacking ---- */
+
 /* Applies one layer on parent into a new committed snapshot named name. */
 static int apply_layer(struct kiln_source_image_unpacker *u, const struct layer_job *j,
                        const struct kiln_source_image_options *o, char **ret_id,
@@ -314,29 +389,14 @@ static int apply_layer(struct kiln_source_image_unpacker *u, const struct layer_
 {
         _cleanup_free_ char *status_id = kiln_xasprintf("extracting %s", j->layer->digest);
         int64_t started = now_ns();
-        send_status(o, status_id, 0, 0, started, 0);
+        struct source_scratch sc;
+        int blob_fd = -1;
+        int r;
 
-        struct kiln_snapshot *snap = NULL;
-        int r = kiln_snapshot_prepare(u->snapshots, j->parent, &snap, err);
+        send_status(o, status_id, 0, 0, started, 0);
+        r = source_scratch_open(u->snapshots, j->parent, u->work_dir, "unpack", &sc, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *dir = kiln_xasprintf("%s/unpack-XXXXXX", u->work_dir);
-        if (!mkdtemp(dir)) {
-                r = kiln_error_set(err, -errno, "create '%s': %s", dir, strerror(errno));
-                kiln_snapshot_abort(snap);
-                return r;
-        }
-        bool mounted = false;
-        int root_fd = -1, blob_fd = -1;
-        r = kiln_snapshot_mount(snap, dir, err);
-        if (r < 0)
-                goto fail;
-        mounted = true;
-        root_fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (root_fd < 0) {
-                r = kiln_error_set(err, -errno, "open '%s': %s", dir, strerror(errno));
-                goto fail;
-        }
         r = kiln_content_store_open_blob(u->store, j->layer->digest, &blob_fd, err);
         if (r < 0)
                 goto fail;
@@ -344,17 +404,11 @@ static int apply_layer(struct kiln_source_image_unpacker *u, const struct layer_
                 .expect_diff_id = j->diff_id,
                 .cancel = o ? o->cancel : NULL,
         };
-        r = kiln_content_layer_apply(blob_fd, j->layer->media_type, root_fd, &lo, NULL, err);
+        r = kiln_content_layer_apply(blob_fd, j->layer->media_type, sc.root_fd, &lo, NULL, err);
         if (r < 0)
                 goto fail;
         close(TAKE_FD(blob_fd));
-        close(TAKE_FD(root_fd));
-        mounted = false;
-        r = kiln_snapshot_unmount(dir, err);
-        if (r < 0)
-                goto fail;
-        (void) rmdir(dir);
-        r = kiln_snapshot_commit(TAKE_PTR(snap), j->name, ret_id, err);
+        r = source_scratch_commit(&sc, j->name, ret_id, err);
         if (r < 0)
                 return r;
         send_status(o, status_id, 0, 0, started, now_ns());
@@ -362,15 +416,7 @@ static int apply_layer(struct kiln_source_image_unpacker *u, const struct layer_
 fail:
         if (blob_fd >= 0)
                 close(blob_fd);
-        if (root_fd >= 0)
-                close(root_fd);
-        if (mounted) {
-                struct kiln_error *e = NULL;
-                (void) kiln_snapshot_unmount(dir, &e);
-                kiln_error_free(e);
-        }
-        kiln_snapshot_abort(snap);
-        (void) rmdir(dir);
+        source_scratch_abort(&sc);
         return r;
 }
 
