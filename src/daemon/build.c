@@ -621,7 +621,7 @@ static int build_local(void *userdata, const char *name, struct kiln_source_loca
                         break;
                 }
                 if (kiln_daemon_op_cancelled(run->op)) {
-                        r = kiln_error_set(err, -ECANCELED, "canceled");
+                        r = kiln_error_set(err, -ECANCELED, "context canceled");
                         break;
                 }
                 if ((l->state == KILN_DAEMON_LOCAL_REQUESTED ||

@@ -43,6 +43,7 @@ struct run {
         char **uses; /* snapshot ids with a use held */
         size_t n_uses;
         struct kiln_solver_cachemount **caches;
+        char **cache_keys; /* the key each of caches was acquired for */
         size_t n_caches;
         int *fds;
         size_t n_fds;
@@ -131,9 +132,12 @@ static void run_cleanup(struct run *run)
                 free(run->uses[i]);
         }
         free(run->uses);
-        for (size_t i = 0; i < run->n_caches; i++)
+        for (size_t i = 0; i < run->n_caches; i++) {
                 cachemount_release(s, run->caches[i]);
+                free(run->cache_keys[i]);
+        }
         free(run->caches);
+        free(run->cache_keys);
         if (run->dir && !run->unmount_failed) {
                 struct kiln_error *e = NULL;
                 if (kiln_rm_rf_at(AT_FDCWD, run->dir, NULL, &e) < 0)
@@ -406,7 +410,7 @@ static int run_http(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
         const struct kiln_llb_source_http *h = &n->op->source.http;
         int r = kiln_solver_sem_acquire(sv);
         if (r < 0)
-                return kiln_error_set(err, r, "canceled");
+                return kiln_error_set(err, r, "context canceled");
         kiln_solver_vertex_started(sv, n);
         struct status_ctx sc = { sv, n };
         struct kiln_source_http_options o = {
@@ -462,11 +466,19 @@ static int cachemount_acquire(struct run *run, const char *hash, enum kiln_llb_c
 {
         struct kiln_solver *s = run->sv->s;
         struct kiln_solver_cachemount *got = NULL;
+        /* One exec mounting the same cache twice gets the same directory
+         * both times, whatever the sharing (BuildKit: one ref per key and
+         * exec): waiting for itself to release a locked one would hang. */
+        for (size_t i = 0; i < run->n_caches; i++)
+                if (streq(run->cache_keys[i], hash)) {
+                        *ret = run->caches[i];
+                        return 0;
+                }
         pthread_mutex_lock(&s->lock);
         for (;;) {
                 if (kiln_solver_cancelled(run->sv)) {
                         pthread_mutex_unlock(&s->lock);
-                        return kiln_error_set(err, -ECANCELED, "canceled");
+                        return kiln_error_set(err, -ECANCELED, "context canceled");
                 }
                 _cleanup_free_ char *p0 = kiln_xasprintf("%s/%s", s->cachemount_dir, hash);
                 struct kiln_solver_cachemount *m = cachemount_get(s, p0);
@@ -503,6 +515,9 @@ static int cachemount_acquire(struct run *run, const char *hash, enum kiln_llb_c
         }
         pthread_mutex_unlock(&s->lock);
         run->caches = kiln_xreallocarray(run->caches, run->n_caches + 1, sizeof(*run->caches));
+        run->cache_keys =
+                kiln_xreallocarray(run->cache_keys, run->n_caches + 1, sizeof(*run->cache_keys));
+        run->cache_keys[run->n_caches] = kiln_xstrdup(hash);
         run->caches[run->n_caches++] = got;
         *ret = got;
         return 0;
@@ -950,7 +965,7 @@ static int run_exec(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
 
         int r = kiln_solver_sem_acquire(sv);
         if (r < 0)
-                return kiln_error_set(err, r, "canceled");
+                return kiln_error_set(err, r, "context canceled");
         r = run_init(&run, sv, n, err);
         if (r < 0) {
                 kiln_solver_sem_release(sv);
@@ -1099,7 +1114,7 @@ static int run_file(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
         struct run run;
         int r = kiln_solver_sem_acquire(sv);
         if (r < 0)
-                return kiln_error_set(err, r, "canceled");
+                return kiln_error_set(err, r, "context canceled");
         r = run_init(&run, sv, n, err);
         if (r < 0) {
                 kiln_solver_sem_release(sv);
@@ -1255,7 +1270,7 @@ static int run_git(struct kiln_solver_solve *sv, struct kiln_solver_node *n, cha
                 return kiln_error_set(err, -EINVAL, "git source: not resolved");
         int r = kiln_solver_sem_acquire(sv);
         if (r < 0)
-                return kiln_error_set(err, r, "canceled");
+                return kiln_error_set(err, r, "context canceled");
         struct run run;
         r = run_init(&run, sv, n, err);
         if (r < 0) {
@@ -1321,6 +1336,7 @@ static int run_merge(struct kiln_solver_solve *sv, struct kiln_solver_node *n, c
                 run.n_fds = 0;
                 r = run_commit(&run, snap, path, &outputs[0], err);
         }
+        kiln_solver_vertex_finished(sv, n);
         run_cleanup(&run);
         return r;
 }

@@ -9,6 +9,7 @@
 #include "base/buf.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "base/pattern.h"
 #include "base/macro.h"
 #include "base/sha256.h"
 #include "snapshot/snapshot.h"
@@ -477,8 +478,12 @@ static int compute_key(struct kiln_solver_solve *sv, struct kiln_solver_node *n,
                         if (a->type != KILN_LLB_FILE_COPY)
                                 continue;
                         snprintf(slot, sizeof(slot), "copy%zu", i);
+                        /* As BuildKit: a source path without wildcard
+                         * characters must exist ("\"/x\": not found"). */
                         r = key_input(sv, h, slot, a->copy.src, a->copy.src_path,
-                                      a->copy.allow_wildcard, a->copy.follow_symlinks,
+                                      a->copy.allow_wildcard &&
+                                              kiln_pattern_has_wildcards(a->copy.src_path),
+                                      a->copy.follow_symlinks,
                                       &a->copy.include_patterns, &a->copy.exclude_patterns, err);
                 }
                 break;
@@ -602,7 +607,7 @@ static int flight_wait(struct kiln_solver_solve *sv, struct kiln_solver_flight *
         /* s->lock held, f->waiters counted us */
         while (!f->done) {
                 if (kiln_solver_cancelled(sv)) {
-                        r = kiln_error_set(err, -ECANCELED, "canceled");
+                        r = kiln_error_set(err, -ECANCELED, "context canceled");
                         goto out;
                 }
                 struct timespec ts;
@@ -783,7 +788,7 @@ static int process_node(struct kiln_solver_solve *sv, struct kiln_solver_node *n
         bool use_cache = !sv->b->no_cache && !op->meta.ignore_cache;
         for (;;) {
                 if (kiln_solver_cancelled(sv))
-                        return kiln_error_set(err, -ECANCELED, "canceled");
+                        return kiln_error_set(err, -ECANCELED, "context canceled");
                 if (use_cache) {
                         r = cache_lookup_outputs(sv, n, outputs, err);
                         if (r < 0)
@@ -850,7 +855,7 @@ static void *node_thread(void *p)
                 if (r == -ECANCELED && sv->b->cancel && atomic_load(sv->b->cancel)) {
                         kiln_error_free(e);
                         e = NULL;
-                        (void) kiln_error_set(&e, -ECANCELED, "canceled");
+                        (void) kiln_error_set(&e, -ECANCELED, "context canceled");
                 }
                 vertex_completed(sv, n, false, kiln_error_message(e));
         }
@@ -949,12 +954,12 @@ int kiln_solver_solve(struct kiln_solver *s, const struct kiln_solver_build *b,
 
         int r = sv.rc;
         if (r == 0 && b->cancel && atomic_load(b->cancel))
-                r = kiln_error_set(err, -ECANCELED, "canceled");
+                r = kiln_error_set(err, -ECANCELED, "context canceled");
         else if (r < 0) {
                 if (b->cancel && atomic_load(b->cancel) && r == -ECANCELED) {
                         kiln_error_free(sv.err);
                         sv.err = NULL;
-                        r = kiln_error_set(err, -ECANCELED, "canceled");
+                        r = kiln_error_set(err, -ECANCELED, "context canceled");
                 } else {
                         kiln_error_free(*err);
                         *err = TAKE_PTR(sv.err);

@@ -225,7 +225,8 @@ struct kiln_solver_result {
  * failing op's error, exactly as BuildKit words it, e.g.
  *   process "/bin/sh -c exit 1" did not complete successfully: exit code: 1
  *   secret foo: not found
- * (-ECANCELED when cancelled: "canceled"), and ret->failed_vertex/name set
+ * (-ECANCELED when cancelled: "context canceled", the text BuildKit's
+ * progress shows as CANCELED), and ret->failed_vertex/name set
  * when a step failed. *ret must be zeroed (or hold an earlier result, which
  * is released first) and is released with kiln_solver_result_release in
  * both cases.

@@ -452,3 +452,21 @@ def test_restart_after_a_killed_daemon_stops_its_containers(builder, tmp_path):
     leftovers = [e.name for e in exec_dir.iterdir() if e.name != "runtime"]
     assert leftovers == [], leftovers
     assert list((exec_dir / "runtime").iterdir()) == []
+
+
+def test_one_cache_mounted_twice_in_a_step_is_one_directory(builder, tmp_path):
+    b = builder()
+    p = b.build(tmp_path, "FROM alpine\n"
+                "RUN --mount=type=cache,id=x,target=/a,sharing=locked "
+                "--mount=type=cache,id=x,target=/b,sharing=locked "
+                "echo same > /a/f && cat /b/f\n")
+    assert logs_of(steps(p.stderr), "[stage-0 2/2] RUN --mount=type=cache") == ["same"]
+
+
+def test_copy_of_a_missing_file_fails_as_buildkit_says(builder, tmp_path):
+    b = builder()
+    p = b.build(tmp_path, "FROM alpine\nCOPY nothere /x\n", check=False)
+    assert p.returncode == 1
+    assert "failed to compute cache key: failed to calculate checksum of ref" in p.stderr, \
+        p.stderr
+    assert '"/nothere": not found' in p.stderr, p.stderr
