@@ -1298,7 +1298,8 @@ static int journal_read(struct kiln_snapshot_store *s, uint64_t **ret, size_t *n
                 }
                 ids[n++] = id;
         }
-        qsort(ids, n, sizeof(uint64_t), compare_u64);
+        if (n > 1)
+                qsort(ids, n, sizeof(uint64_t), compare_u64);
         *ret = ids ? TAKE_PTR(ids) : kiln_xcalloc(1, sizeof(uint64_t));
         *n_ret = n;
         return 0;

@@ -410,6 +410,12 @@ def test_cancelled_build_leaves_nothing_behind(builder, tmp_path):
     wait_for(lambda: not exec_dir.exists() or
              [e.name for e in exec_dir.iterdir() if e.name not in ("runtime",)] == [],
              "the step's bundle to be removed")
+    # no active snapshot: every snapshot left is a committed one (with its
+    # metadata file)
+    snapshots = b.root / "snapshots"
+    active = [d.name for d in snapshots.iterdir() if d.name.isdigit() and
+              not (d / "meta").exists()]
+    assert active == [], active
     # the daemon still builds
     b.build(tmp_path, HELLO)
 
