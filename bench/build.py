@@ -10,6 +10,13 @@ BuildKit, in one run, on the same Dockerfiles and contexts:
 Prints the medians, kiln's ratio to the faster peer, and the peak RSS of
 each daemon (kilnd, dockerd with its BuildKit; buildah has no daemon: the
 peak of one build). A peer that cannot run here is reported and skipped.
+
+Cold runs start every tool on fresh state: a new builder for kiln, a
+restarted dockerd on a new data root, a new buildah root. The old state is
+moved aside, not deleted, until the end: on a file system without a
+journal, ext4 scans past recently deleted inodes when it allocates new
+ones, so deleting 10,000 files right before a timed run would measure that
+instead of the tool.
 Only 127.0.0.1 is contacted; dockerd runs with --iptables=false
 --bridge=none and its builds with --network none.
 """
@@ -32,6 +39,16 @@ DOCKER = "/usr/bin/docker"  # Debian's client, which drives dockerd 20.10's Buil
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, **kw)
+
+
+def running(pid):
+    """Whether pid runs (a zombie, which this process may have to reap, does
+    not)."""
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def vm_hwm(pid):
@@ -60,9 +77,13 @@ class Kiln:
         self.fresh()
 
     def fresh(self):
-        """A new builder: empty cache and store, daemon started."""
-        subprocess.run([self.kiln, "rm", "--force", "bench"], env=self.env,
-                       capture_output=True)
+        """A new builder: empty cache and store, daemon started; the old
+        builder's state is moved to the graveyard."""
+        state = pathlib.Path(self.env["KILN_CONFIG"]) / "builders" / "bench"
+        if state.exists():
+            subprocess.run([self.kiln, "rm", "--force", "--keep-state", "bench"],
+                           env=self.env, capture_output=True)
+            state.rename(graveyard(pathlib.Path(self.env["HOME"])))
         sh(f"{self.kiln} create --name bench --config {self.toml} --use --bootstrap",
            env=self.env, stdout=subprocess.DEVNULL)
 
@@ -81,35 +102,48 @@ class Kiln:
 
 class Docker:
     def __init__(self, work):
+        self.work = work
         self.dir = work / "docker"
-        self.dir.mkdir()
+        self.dir.mkdir(exist_ok=True)
         self.sock = self.dir / "docker.sock"
         self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}", DOCKER_BUILDKIT="1",
                         HOME=str(work))
-        log = open(self.dir / "dockerd.log", "wb")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--iptables=false", "--bridge=none", "--data-root",
-             str(self.dir / "data"), "--exec-root", str(self.dir / "exec"), "--pidfile",
-             str(self.dir / "dockerd.pid"), "-H", f"unix://{self.sock}"],
-            stdout=log, stderr=subprocess.STDOUT)
+
+    def start(self):
+        """dockerd on a fresh data root, detached (cold runs restart it)."""
+        with open(self.dir / "dockerd.log", "ab") as log:
+            proc = subprocess.Popen(
+                ["dockerd", "--iptables=false", "--bridge=none", "--data-root",
+                 str(self.dir / "data"), "--exec-root", str(self.dir / "exec"), "--pidfile",
+                 str(self.dir / "dockerd.pid"), "-H", f"unix://{self.sock}"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         R.wait_for(lambda: subprocess.run([DOCKER, "version"], env=self.env,
                                           capture_output=True).returncode == 0,
-                   "dockerd to answer", timeout=60, proc=self.proc)
+                   "dockerd to answer", timeout=60, proc=proc)
+
+    def fresh(self):
+        self.stop()
+        if (self.dir / "data").exists():
+            (self.dir / "data").rename(graveyard(self.work))
+        self.start()
 
     def prepare_cold(self):
-        return f"DOCKER_HOST=unix://{self.sock} {DOCKER} builder prune -af >/dev/null; " \
-               f"DOCKER_HOST=unix://{self.sock} {DOCKER} image prune -af >/dev/null"
+        return f"HOME={self.work} {sys.executable} {__file__} --docker-fresh"
 
     def build(self, ctx, dockerfile):
         return f"DOCKER_HOST=unix://{self.sock} DOCKER_BUILDKIT=1 {DOCKER} build -q " \
                f"--network none -f {dockerfile} {ctx} >/dev/null"
 
     def pid(self):
-        return self.proc.pid
+        return int((self.dir / "dockerd.pid").read_text())
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            pid = self.pid()
+            os.kill(pid, 15)
+        except (OSError, ValueError):
+            return
+        R.wait_for(lambda: not running(pid), "dockerd to stop", timeout=60)
 
 
 class Buildah:
@@ -118,12 +152,17 @@ class Buildah:
         self.args = f"--root {self.root}/root --runroot {self.root}/run --storage-driver overlay"
 
     def prepare_cold(self):
-        return f"buildah {self.args} rm -a >/dev/null 2>&1; " \
-               f"buildah {self.args} rmi -af >/dev/null 2>&1; true"
+        return f"mv {self.root} $(mktemp -d -p {self.root.parent / 'graveyard'})/ 2>/dev/null; true"
 
     def build(self, ctx, dockerfile):
         return f"buildah {self.args} bud -q --layers --isolation oci --runtime runc --network none " \
                f"--tls-verify=false -f {dockerfile} {ctx} >/dev/null"
+
+
+def graveyard(work):
+    """A new place under work/graveyard for state that is deleted at the end."""
+    (work / "graveyard").mkdir(exist_ok=True)
+    return pathlib.Path(tempfile.mkdtemp(dir=work / "graveyard")) / "old"
 
 
 def hyperfine(out, prepare, commands):
@@ -145,6 +184,9 @@ def main():
         k.toml = pathlib.Path(k.env["HOME"]) / "buildkitd.toml"
         k.fresh()
         return
+    if "--docker-fresh" in sys.argv:  # the same for dockerd
+        Docker(pathlib.Path(os.environ["HOME"])).fresh()
+        return
     if os.geteuid() != 0:
         sys.exit("bench/build.py runs containers: run it as root")
     work = pathlib.Path(tempfile.mkdtemp(prefix="kiln-bench-build-", dir="/var/tmp"))
@@ -165,6 +207,7 @@ def main():
         copy_df = work / "Dockerfile.copy"
         copy_df.write_text(f"FROM {base}\nCOPY . /ctx/\n")
 
+        (work / "graveyard").mkdir()
         tools = {"kiln": Kiln(work, reg)}
         stack.push(lambda: subprocess.run([BUILD / "kiln", "rm", "--force", "bench"],
                                           env=tools["kiln"].env, capture_output=True))
@@ -172,6 +215,7 @@ def main():
             try:
                 tools["buildkit"] = Docker(work)
                 stack.push(tools["buildkit"].stop)
+                tools["buildkit"].start()
             except Exception as e:  # noqa: BLE001
                 print(f"dockerd: skipped ({e})")
         else:

@@ -476,3 +476,12 @@ def test_copy_of_a_missing_file_fails_as_buildkit_says(builder, tmp_path):
     assert "failed to compute cache key: failed to calculate checksum of ref" in p.stderr, \
         p.stderr
     assert '"/nothere": not found' in p.stderr, p.stderr
+
+
+def test_crun_runs_steps_on_this_hybrid_cgroup_machine(builder, tmp_path):
+    if not shutil.which("crun"):
+        pytest.fail("crun is missing: scripts/install-deps installs it")
+    b = builder('[worker.oci]\n  binary = "crun"\n')
+    p = b.build(tmp_path, "FROM alpine\nRUN echo from crun && id -u\n")
+    assert logs_of(steps(p.stderr), "[2/2] RUN echo from crun") == ["from crun", "0"]
+    assert "runtime=crun" in b.log()
