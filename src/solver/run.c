@@ -148,6 +148,31 @@ static void run_cleanup(struct run *run)
         *run = (struct run){ 0 };
 }
 
+/* An op that holds a max-parallelism slot while it executes (exec, file,
+ * git): the slot, then the run's state. */
+static int run_begin(struct run *run, struct kiln_solver_solve *sv, struct kiln_solver_node *n,
+                     struct kiln_error **err)
+{
+        int r = kiln_solver_sem_acquire(sv);
+        if (r < 0)
+                return kiln_error_set(err, r, "context canceled");
+        r = run_init(run, sv, n, err);
+        if (r < 0)
+                kiln_solver_sem_release(sv);
+        return r;
+}
+
+/* Its end: the state released, the vertex's work over, the slot given back. */
+static void run_end(struct run *run)
+{
+        struct kiln_solver_solve *sv = run->sv;
+        struct kiln_solver_node *n = run->node;
+
+        run_cleanup(run);
+        kiln_solver_vertex_finished(sv, n);
+        kiln_solver_sem_release(sv);
+}
+
 /* A new empty directory below the run's directory. */
 static int run_mkdir(struct run *run, const char *what, char **ret, struct kiln_error **err)
 {
@@ -963,14 +988,9 @@ static int run_exec(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
         struct exec_state x = { 0 };
         size_t nm = e->n_mounts;
 
-        int r = kiln_solver_sem_acquire(sv);
+        int r = run_begin(&run, sv, n, err);
         if (r < 0)
-                return kiln_error_set(err, r, "context canceled");
-        r = run_init(&run, sv, n, err);
-        if (r < 0) {
-                kiln_solver_sem_release(sv);
                 return r;
-        }
         x.snaps = kiln_xcalloc(nm ? nm : 1, sizeof(*x.snaps));
         x.paths = kiln_xcalloc(nm ? nm : 1, sizeof(*x.paths));
 
@@ -1099,9 +1119,7 @@ static int run_exec(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
         }
 out:
         exec_state_release(&x, nm);
-        run_cleanup(&run);
-        kiln_solver_vertex_finished(sv, n);
-        kiln_solver_sem_release(sv);
+        run_end(&run);
         return r;
 }
 
@@ -1112,14 +1130,9 @@ static int run_file(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
 {
         const struct kiln_llb_file *f = &n->op->file;
         struct run run;
-        int r = kiln_solver_sem_acquire(sv);
+        int r = run_begin(&run, sv, n, err);
         if (r < 0)
-                return kiln_error_set(err, r, "context canceled");
-        r = run_init(&run, sv, n, err);
-        if (r < 0) {
-                kiln_solver_sem_release(sv);
                 return r;
-        }
         kiln_solver_vertex_started(sv, n);
         _cleanup_free_ char *base = NULL, *path = NULL;
         struct kiln_snapshot *snap = NULL;
@@ -1159,9 +1172,7 @@ static int run_file(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
                 run.n_fds = 0;
                 r = run_commit(&run, snap, path, &outputs[0], err);
         }
-        run_cleanup(&run);
-        kiln_solver_vertex_finished(sv, n);
-        kiln_solver_sem_release(sv);
+        run_end(&run);
         return r;
 }
 
@@ -1268,24 +1279,17 @@ static int run_git(struct kiln_solver_solve *sv, struct kiln_solver_node *n, cha
 {
         if (!n->git.commit)
                 return kiln_error_set(err, -EINVAL, "git source: not resolved");
-        int r = kiln_solver_sem_acquire(sv);
-        if (r < 0)
-                return kiln_error_set(err, r, "context canceled");
         struct run run;
-        r = run_init(&run, sv, n, err);
-        if (r < 0) {
-                kiln_solver_sem_release(sv);
+        int r = run_begin(&run, sv, n, err);
+        if (r < 0)
                 return r;
-        }
         kiln_solver_vertex_started(sv, n);
         struct status_ctx sc = { sv, n };
         struct kiln_source_git_options o;
         r = git_options(sv, n, run.dir, &sc, &o, err);
         if (r >= 0)
                 r = kiln_source_git_snapshot(sv->s->snapshots, &o, &n->git, &outputs[0], err);
-        run_cleanup(&run);
-        kiln_solver_vertex_finished(sv, n);
-        kiln_solver_sem_release(sv);
+        run_end(&run);
         return r;
 }
 
