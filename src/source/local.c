@@ -58,6 +58,10 @@ struct kiln_source_local_store {
         char *dir;           /* <root>/local */
         struct key_state *keys;
         unsigned long counter;
+        /* The index last read or written, by key hash: rebuilding the same
+         * context again parses no index file. Under lock. */
+        char last_hash[KILN_SHA256_HEX_LEN + 1];
+        struct entries last;
 };
 
 struct kiln_source_local_transfer {
@@ -115,6 +119,17 @@ static void entries_release(struct entries *e)
         free(e->v);
         e->v = NULL;
         e->n = 0;
+}
+
+static void entries_copy(const struct entries *from, struct entries *to)
+{
+        to->v = kiln_xcalloc(from->n ?: 1, sizeof(struct entry));
+        to->n = from->n;
+        for (size_t i = 0; i < from->n; i++) {
+                to->v[i] = from->v[i];
+                to->v[i].path = kiln_xstrdup(from->v[i].path);
+                to->v[i].link = from->v[i].link ? kiln_xstrdup(from->v[i].link) : NULL;
+        }
 }
 
 /* Index of path in e, or -1. */
@@ -308,6 +323,39 @@ static int index_save(const char *key_dir, const struct entries *e, struct kiln_
         if (r < 0)
                 return kiln_error_set(err, r, "write '%s': %s", path, strerror(-r));
         return 0;
+}
+
+/* The cached index of a key: remembered (e copied), forgotten (e NULL). */
+static void index_remember(struct kiln_source_local_store *s, const char *hash,
+                           const struct entries *e)
+{
+        pthread_mutex_lock(&s->lock);
+        if (e || streq(s->last_hash, hash)) {
+                entries_release(&s->last);
+                s->last_hash[0] = '\0';
+        }
+        if (e) {
+                entries_copy(e, &s->last);
+                memcpy(s->last_hash, hash, sizeof(s->last_hash));
+        }
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* index_load, through the store's cache of the last index. */
+static int index_get(struct kiln_source_local_store *s, const struct key_state *k,
+                     const char *key_dir, struct entries *ret, struct kiln_error **err)
+{
+        pthread_mutex_lock(&s->lock);
+        if (streq(s->last_hash, k->hash)) {
+                entries_copy(&s->last, ret);
+                pthread_mutex_unlock(&s->lock);
+                return 0;
+        }
+        pthread_mutex_unlock(&s->lock);
+        int r = index_load(key_dir, ret, err);
+        if (r == 0)
+                index_remember(s, k->hash, ret);
+        return r;
 }
 
 /* ---- digests ---- */
@@ -517,6 +565,7 @@ struct kiln_source_local_store *kiln_source_local_store_free(struct kiln_source_
                 return NULL;
         if (s->keys)
                 log_warning("local context store freed with keys still in use");
+        entries_release(&s->last);
         pthread_mutex_destroy(&s->lock);
         pthread_cond_destroy(&s->cond);
         free(s->dir);
@@ -672,7 +721,7 @@ int kiln_source_local_transfer_begin(struct kiln_source_local_store *s, const ch
          * known: everything is needed. */
         struct entries old = { 0 };
         struct kiln_error *e = NULL;
-        r = index_load(t->key_dir, &old, &e);
+        r = index_get(t->s, t->k, t->key_dir, &old, &e);
         if (r < 0 && r != -ENOENT)
                 log_warning("local context: %s; receiving every file", kiln_error_message(e));
         kiln_error_free(e);
@@ -1207,7 +1256,7 @@ static int finish_unchanged(struct kiln_source_local_transfer *t, const atomic_b
                 return kiln_error_set(err, r, "local context: cancelled");
         struct entries cur = { 0 };
         struct kiln_error *e = NULL;
-        r = index_load(t->key_dir, &cur, &e);
+        r = index_get(t->s, t->k, t->key_dir, &cur, &e);
         kiln_error_free(e);
         bool same = r == 0 && cur.n == t->list.n;
         for (size_t i = 0; same && i < cur.n; i++)
@@ -1251,7 +1300,7 @@ int kiln_source_local_transfer_finish(struct kiln_source_local_transfer *t,
         struct applier ap = { .t = t, .cur = &cur, .tree_fd = -1, .parent_fd = -1 };
         _cleanup_free_ char *index_path = kiln_xasprintf("%s/index", t->key_dir);
         struct kiln_error *e = NULL;
-        r = index_load(t->key_dir, &cur, &e);
+        r = index_get(t->s, t->k, t->key_dir, &cur, &e);
         kiln_error_free(e);
         if (r < 0)
                 cur = (struct entries){ 0 };
@@ -1262,6 +1311,7 @@ int kiln_source_local_transfer_finish(struct kiln_source_local_transfer *t,
         /* From here on the tree and the index disagree until the new index
          * is written: a failure leaves no index, so that the next transfer
          * sends everything again. */
+        index_remember(t->s, t->k->hash, NULL);
         if (unlink(index_path) < 0 && errno != ENOENT) {
                 r = kiln_error_set(err, -errno, "remove '%s': %s", index_path, strerror(errno));
                 goto out;
@@ -1285,6 +1335,7 @@ int kiln_source_local_transfer_finish(struct kiln_source_local_transfer *t,
         r = index_save(t->key_dir, &t->list, err);
         if (r < 0)
                 goto out;
+        index_remember(t->s, t->k->hash, &t->list);
 
         r = context_new(t->s, t->k, t->key_dir, &t->list, ret, err);
         if (r == 0) {
@@ -1343,7 +1394,7 @@ int kiln_source_local_context_open(struct kiln_source_local_store *s, const char
         (void) lock_shared(s, k, NULL);
         _cleanup_free_ char *key_dir = kiln_xasprintf("%s/%s", s->dir, hash);
         struct entries idx = { 0 };
-        int r = index_load(key_dir, &idx, err);
+        int r = index_get(s, k, key_dir, &idx, err);
         if (r == 0)
                 r = context_new(s, k, key_dir, &idx, ret, err);
         entries_release(&idx);
