@@ -2,7 +2,8 @@
 /*
  * libFuzzer target for the build messages of src/api/build.c: what kilnd
  * reads from any client (the build request, the context entry list) and
- * what kiln reads from a daemon (build events, the need list).
+ * what kiln reads from a daemon (build events, the need list), and the
+ * context probe both ways.
  *
  * The first byte picks the decoder; the rest is JSON. Every input must
  * decode or fail with a message; a decoded request or entry list must
@@ -89,6 +90,24 @@ static void event(const json_t *j)
         kiln_api_build_event_release(&ev);
 }
 
+static void probe(const json_t *j)
+{
+        char *digest = NULL;
+        struct kiln_error *e = NULL;
+        json_t *out = NULL;
+
+        if (kiln_api_context_probe_from_json(j, &digest, &e) < 0) {
+                if (!kiln_error_message(e))
+                        abort();
+                kiln_error_free(e);
+                return;
+        }
+        if (kiln_api_context_probe_to_json(digest, &out) < 0 || !json_equal(out, j))
+                abort();
+        json_decref(out);
+        free(digest);
+}
+
 static void need(const json_t *j)
 {
         char **v = NULL;
@@ -111,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         j = json_loadb((const char *) data + 1, size - 1, JSON_REJECT_DUPLICATES, NULL);
         if (!j)
                 return 0;
-        switch (data[0] % 4) {
+        switch (data[0] % 5) {
         case 0:
                 request(j);
                 break;
@@ -121,8 +140,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 2:
                 event(j);
                 break;
-        default:
+        case 3:
                 need(j);
+                break;
+        default:
+                probe(j);
                 break;
         }
         json_decref(j);

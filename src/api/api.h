@@ -232,9 +232,18 @@
  *                                        for an empty scratch result)
  *   error            error               final: the build failed
  *
- * POST /v1/build/<id>/context/<name>: the entries of the local source
- * name of build id, as the client's directory holds them after its
- * patterns and .dockerignore:
+ * POST /v1/build/<id>/context/<name>: first, optionally, a probe: the
+ * digest of the entries the client would send (sha256 of the entries
+ * request body exactly as it would send it):
+ *
+ *   request  {"digest": "sha256:<64 hex>"}
+ *   answer   {"unchanged": true}   the daemon's copy is that list, and the
+ *                                  context is complete (no entries, no tar)
+ *            {"unchanged": false}  send the entries (the daemon keeps the
+ *                                  digest, to recognise the list next time)
+ *
+ * Then the entries of the local source name of build id, as the client's
+ * directory holds them after its patterns and .dockerignore:
  *
  *   request  {"entries": [{"path": "a/b", "mode": 33188, "size": 12,
  *                          "mtime": 1700000000000000000, "uid": 0,
@@ -587,6 +596,14 @@ void kiln_api_context_entries_free(struct kiln_api_context_entry *entries, size_
 int kiln_api_context_need_to_json(const char *const *paths, size_t n, json_t **ret);
 int kiln_api_context_need_from_json(const json_t *j, char ***ret, size_t *n_ret,
                                     struct kiln_error **err);
+
+/* The probe, {"digest": "sha256:<64 hex>"}, and its answer {"unchanged":
+ * B}, both ways. Decoding is strict (-EINVAL for the probe, -EBADMSG for
+ * the answer, with a message); *ret_digest is the caller's to free. */
+int kiln_api_context_probe_to_json(const char *digest, json_t **ret);
+int kiln_api_context_probe_from_json(const json_t *j, char **ret_digest, struct kiln_error **err);
+int kiln_api_context_unchanged_to_json(bool unchanged, json_t **ret);
+int kiln_api_context_unchanged_from_json(const json_t *j, bool *ret, struct kiln_error **err);
 
 /* {"files": N, "bytes": N} both ways. */
 int kiln_api_context_upload_result_to_json(uint64_t files, uint64_t bytes, json_t **ret);

@@ -268,6 +268,28 @@ int kiln_api_context_need_to_json(const char *const *paths, size_t n, json_t **r
         return kiln_api_json_finish(o, r, ret);
 }
 
+int kiln_api_context_probe_to_json(const char *digest, json_t **ret)
+{
+        json_t *o = json_object();
+        int r = 0;
+
+        if (!o)
+                return -ENOMEM;
+        r |= kiln_api_json_set(o, "digest", json_string(digest));
+        return kiln_api_json_finish(o, r, ret);
+}
+
+int kiln_api_context_unchanged_to_json(bool unchanged, json_t **ret)
+{
+        json_t *o = json_object();
+        int r = 0;
+
+        if (!o)
+                return -ENOMEM;
+        r |= kiln_api_json_set(o, "unchanged", json_boolean(unchanged));
+        return kiln_api_json_finish(o, r, ret);
+}
+
 int kiln_api_context_upload_result_to_json(uint64_t files, uint64_t bytes, json_t **ret)
 {
         json_t *o = json_object();
@@ -899,6 +921,37 @@ int kiln_api_context_need_from_json(const json_t *j, char ***ret, size_t *n_ret,
                 return -EBADMSG;
         *ret = v;
         *n_ret = n;
+        return 0;
+}
+
+int kiln_api_context_probe_from_json(const json_t *j, char **ret_digest, struct kiln_error **err)
+{
+        static const char *const keys[] = { "digest", NULL };
+        const char *d = json_string_value(json_object_get(j, "digest"));
+        int r;
+
+        if (!json_is_object(j))
+                return kiln_error_set(err, -EINVAL, "context probe: expected a JSON object");
+        r = kiln_api_json_check_keys(j, "context probe", keys, err);
+        if (r < 0)
+                return r;
+        if (!d || strlen(d) != 7 + 64 || strncmp(d, "sha256:", 7) != 0 ||
+            strspn(d + 7, "0123456789abcdef") != 64)
+                return kiln_error_set(err, -EINVAL,
+                                      "context probe: \"digest\" must be \"sha256:\" and 64 "
+                                      "lower-case hex digits");
+        *ret_digest = kiln_xstrdup(d);
+        return 0;
+}
+
+int kiln_api_context_unchanged_from_json(const json_t *j, bool *ret, struct kiln_error **err)
+{
+        json_t *v = json_object_get(j, "unchanged");
+
+        if (!json_is_object(j) || !json_is_boolean(v))
+                return kiln_error_set(err, -EBADMSG,
+                                      "context answer: expected {\"unchanged\": true|false}");
+        *ret = json_is_true(v);
         return 0;
 }
 

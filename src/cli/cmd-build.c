@@ -28,6 +28,7 @@
 #include "base/buf.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "base/sha256.h"
 #include "base/pattern.h"
 #include "builder.h"
 #include "cli.h"
@@ -977,6 +978,41 @@ struct build {
         struct kiln_error *fail; /* a client-side failure that ended the stream */
 };
 
+/* Returns 1 when the daemon has the context whose entry list is body, 0
+ * when the list must be sent, or -errno. */
+static int probe_context(struct build *bd, const char *path, const char *body, size_t body_len,
+                         struct kiln_error **err)
+{
+        _cleanup_free_ char *probe = NULL;
+        char digest[7 + KILN_SHA256_HEX_LEN + 1] = "sha256:";
+        struct upload u = { 0 };
+        json_t *j = NULL, *answer = NULL;
+        size_t len = 0;
+        bool unchanged = false;
+        int r;
+
+        kiln_sha256_hex(body, body_len, digest + 7);
+        if (kiln_api_context_probe_to_json(digest, &j) < 0 ||
+            !(probe = kiln_cli_http_json_body(j, &len))) {
+                json_decref(j);
+                return kiln_error_set(err, -ENOMEM, "out of memory");
+        }
+        json_decref(j);
+        u.body = probe;
+        u.body_len = len;
+        r = context_send(&bd->target, "POST", path, KILN_API_CONTENT_TYPE_JSON, &u, 1u << 10,
+                         &answer, err);
+        if (r < 0)
+                return r;
+        r = kiln_api_context_unchanged_from_json(answer, &unchanged, err);
+        json_decref(answer);
+        if (r < 0)
+                return kiln_error_wrap(err, "POST %s", path);
+        if (unchanged)
+                log_debug("context '%s': unchanged since the last build", bd->src->dir);
+        return unchanged ? 1 : 0;
+}
+
 static int send_context(struct build *bd, const struct kiln_api_build_event *ev,
                         struct kiln_error **err)
 {
@@ -1019,6 +1055,13 @@ static int send_context(struct build *bd, const struct kiln_api_build_event *ev,
         body = r < 0 ? NULL : kiln_cli_http_json_body(j, &body_len);
         if (!body) {
                 r = kiln_error_set(err, -ENOMEM, "out of memory");
+                goto out;
+        }
+        /* First the digest of the list: an unchanged context needs nothing
+         * more (the daemon remembers the digest of the last list). */
+        r = probe_context(bd, path, body, body_len, err);
+        if (r != 0) {
+                r = r > 0 ? 0 : r;
                 goto out;
         }
         u.body = body;

@@ -255,6 +255,7 @@ void kiln_daemon_build_unref(struct kiln_daemon_build *b)
                 free(b->locals[i].name);
                 free(b->locals[i].key);
                 free(b->locals[i].error);
+                free(b->locals[i].digest);
         }
         pthread_cond_destroy(&b->cond);
         pthread_mutex_destroy(&b->lock);
@@ -498,8 +499,7 @@ static void build_on_event(void *userdata, const struct kiln_solver_event *e)
         }
 }
 
-static const struct kiln_llb_op *find_local_source(const struct kiln_llb_def *def,
-                                                   const char *name)
+static const struct kiln_llb_op *find_local_source(const struct kiln_llb_def *def, const char *name)
 {
         for (size_t i = 0; def && i < kiln_llb_def_n_ops(def); i++) {
                 const struct kiln_llb_op *op = kiln_llb_def_op(def, i);
@@ -769,9 +769,9 @@ static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **
         o.resolve = build_resolve;
         o.userdata = run;
         {
-                _cleanup_free_ char *name = kiln_xasprintf(
-                        "[internal] load build definition from %s",
-                        req->dockerfile_name ? req->dockerfile_name : "Dockerfile");
+                _cleanup_free_ char *name =
+                        kiln_xasprintf("[internal] load build definition from %s",
+                                       req->dockerfile_name ? req->dockerfile_name : "Dockerfile");
 
                 internal_file_vertex(run, name, "dockerfile", strlen(req->dockerfile));
         }

@@ -218,25 +218,29 @@ static void entries_args_free(void *p)
         free(a);
 }
 
-static int begin_transfer(struct kiln_daemon *d, const char *key, const struct kiln_buf *body,
-                          struct kiln_source_local_transfer **ret, struct kiln_error **err)
+static int parse_body(const struct kiln_buf *body, json_t **ret, struct kiln_error **err)
 {
-        struct kiln_api_context_entry *entries = NULL;
-        struct kiln_source_local_entry *le = NULL;
         json_error_t jerr;
-        size_t n = 0;
-        json_t *j;
-        int r;
 
         if (body->len == 0)
                 return kiln_error_set(err, -EINVAL,
                                       "the request has no body: a JSON object is expected");
-        j = json_loadb(body->data, body->len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!j)
+        *ret = json_loadb(body->data, body->len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!*ret)
                 return kiln_error_set(err, -EINVAL, "invalid JSON body: %d:%d: %s", jerr.line,
                                       jerr.column, jerr.text);
+        return 0;
+}
+
+static int begin_transfer(struct kiln_daemon *d, const char *key, const json_t *j,
+                          struct kiln_source_local_transfer **ret, struct kiln_error **err)
+{
+        struct kiln_api_context_entry *entries = NULL;
+        struct kiln_source_local_entry *le = NULL;
+        size_t n = 0;
+        int r;
+
         r = kiln_api_context_entries_from_json(j, &entries, &n, err);
-        json_decref(j);
         if (r < 0)
                 return r;
         le = kiln_xcalloc(n + 1, sizeof(*le));
@@ -254,6 +258,52 @@ static int begin_transfer(struct kiln_daemon *d, const char *key, const struct k
         free(le);
         kiln_api_context_entries_free(entries, n);
         return r;
+}
+
+/* The client's probe: when the daemon's copy is the list the digest
+ * names, the context is complete at once; else the digest is kept for the
+ * entries that come next. */
+static int probe(struct kiln_daemon_op *op, struct entries_args *a, const char *key,
+                 const json_t *j)
+{
+        struct kiln_daemon_build *b = a->b;
+        _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+        _cleanup_free_ char *digest = NULL;
+        struct kiln_source_local_context *ctx = NULL;
+        struct kiln_daemon_build_local *l;
+        json_t *answer = NULL;
+        int r;
+
+        r = kiln_api_context_probe_from_json(j, &digest, &err);
+        if (r >= 0)
+                r = kiln_source_local_context_open_digest(b->d->locals, key, digest, &ctx, &err);
+        pthread_mutex_lock(&b->lock);
+        l = kiln_daemon_build_local_find(b, a->name);
+        if (r >= 0 && b->closed)
+                r = kiln_error_set(&err, -ECANCELED, "build '%s' is over", b->id);
+        if (r >= 0 && kiln_api_context_unchanged_to_json(r == 1, &answer) < 0)
+                r = kiln_error_set(&err, -ENOMEM, "out of memory");
+        if (r == 1) {
+                log_debug_f(KILN_FIELDS({ "build", b->id }, { "name", a->name }),
+                            "context unchanged since its last transfer");
+                l->context = TAKE_PTR(ctx);
+                l->bytes = 0;
+                kiln_daemon_build_local_set_state(b, l, KILN_DAEMON_LOCAL_DONE);
+                answer_json(op, answer);
+        } else if (r == 0) {
+                free(l->digest);
+                l->digest = TAKE_PTR(digest);
+                kiln_daemon_build_local_set_state(b, l, KILN_DAEMON_LOCAL_REQUESTED);
+                answer_json(op, answer);
+        } else {
+                if (!b->closed)
+                        kiln_daemon_build_local_set_state(b, l, KILN_DAEMON_LOCAL_REQUESTED);
+                answer_error(op, r, kiln_error_message(err));
+        }
+        pthread_mutex_unlock(&b->lock);
+        ctx = kiln_source_local_context_unref(ctx);
+        json_decref(answer);
+        return 0;
 }
 
 static int entries_run(struct kiln_daemon_op *op, void *args, struct kiln_error **unused)
@@ -275,10 +325,21 @@ static int entries_run(struct kiln_daemon_op *op, void *args, struct kiln_error 
         key = kiln_xstrdup(l->key);
         pthread_mutex_unlock(&b->lock);
 
-        r = begin_transfer(b->d, key, &a->body, &t, &err);
+        r = parse_body(&a->body, &j, &err);
         kiln_buf_release(&a->body);
+        if (r >= 0 && json_object_get(j, "digest") && !json_object_get(j, "entries")) {
+                r = probe(op, a, key, j);
+                json_decref(j);
+                return r;
+        }
+        if (r >= 0)
+                r = begin_transfer(b->d, key, j, &t, &err);
+        json_decref(j);
+        j = NULL;
 
         pthread_mutex_lock(&b->lock);
+        if (r >= 0 && l->digest)
+                kiln_source_local_transfer_set_digest(t, l->digest);
         if (r >= 0 && b->closed) {
                 r = kiln_error_set(&err, -ECANCELED, "build '%s' is over", b->id);
         } else if (r >= 0) {

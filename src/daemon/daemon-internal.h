@@ -369,6 +369,7 @@ struct kiln_daemon_build_local {
         struct kiln_source_local_transfer *transfer; /* from ENTRIES to RECEIVING */
         struct kiln_source_local_context *context;   /* DONE */
         uint64_t bytes; /* DONE: what the client sent (file contents) */
+        char *digest;   /* the client's digest of its entry list (a probe) */
         int error_code;
         char *error;
 };

@@ -258,8 +258,8 @@ static void container_delete(const struct runtime_cmd *rc, const char *id)
         (void) runtime_call(rc, args, ELEMENTSOF(args));
 }
 
-static int write_file_at(int dirfd, const char *name, const char *data, size_t n,
-                         unsigned mode, const char *bundle, struct kiln_error **err)
+static int write_file_at(int dirfd, const char *name, const char *data, size_t n, unsigned mode,
+                         const char *bundle, struct kiln_error **err)
 {
         _cleanup_close_ int fd =
                 openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
@@ -708,8 +708,7 @@ int kiln_exec_cleanup(const struct kiln_exec_runtime *rt, struct kiln_error **er
         if (!d) {
                 if (errno == ENOENT)
                         return 0;
-                return kiln_error_set(err, -errno, "open '%s': %s", rt->state_dir,
-                                      strerror(errno));
+                return kiln_error_set(err, -errno, "open '%s': %s", rt->state_dir, strerror(errno));
         }
         while ((de = readdir(d))) {
                 if (!is_bundle_name(de->d_name))

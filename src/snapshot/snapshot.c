@@ -1222,8 +1222,7 @@ static int sync_batch(struct kiln_snapshot_store *s, struct kiln_error **err)
         if (r < 0 || syncfs(s->dir_fd) < 0 || kiln_write_all(s->journal_fd, b.data, b.len) < 0 ||
             fdatasync(s->journal_fd) < 0) {
                 r = r < 0 ? r : -errno;
-                return kiln_error_set(err, r, "sync snapshot store '%s': %s", s->dir,
-                                      strerror(-r));
+                return kiln_error_set(err, r, "sync snapshot store '%s': %s", s->dir, strerror(-r));
         }
         return 0;
 }
@@ -1258,8 +1257,7 @@ static void *syncer_main(void *userdata)
                 until.tv_nsec += SNAPSHOT_SYNC_DELAY_MS * 1000000L;
                 until.tv_sec += until.tv_nsec / 1000000000L;
                 until.tv_nsec %= 1000000000L;
-                while (!s->stopping &&
-                       pthread_cond_timedwait(&s->sync_cond, &s->lock, &until) == 0)
+                while (!s->stopping && pthread_cond_timedwait(&s->sync_cond, &s->lock, &until) == 0)
                         ;
                 unlock(s);
                 if (kiln_snapshot_store_sync(s, &e) < 0)

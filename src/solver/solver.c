@@ -483,8 +483,8 @@ static int compute_key(struct kiln_solver_solve *sv, struct kiln_solver_node *n,
                         r = key_input(sv, h, slot, a->copy.src, a->copy.src_path,
                                       a->copy.allow_wildcard &&
                                               kiln_pattern_has_wildcards(a->copy.src_path),
-                                      a->copy.follow_symlinks,
-                                      &a->copy.include_patterns, &a->copy.exclude_patterns, err);
+                                      a->copy.follow_symlinks, &a->copy.include_patterns,
+                                      &a->copy.exclude_patterns, err);
                 }
                 break;
         case KILN_LLB_OP_MERGE:

@@ -62,11 +62,13 @@ struct kiln_source_local_store {
          * context again parses no index file. Under lock. */
         char last_hash[KILN_SHA256_HEX_LEN + 1];
         struct entries last;
+        char *last_digest; /* the client's digest of that list, or NULL */
 };
 
 struct kiln_source_local_transfer {
         struct kiln_source_local_store *s;
         struct key_state *k;
+        char *digest; /* the client's digest of the list, or NULL */
         char *key_dir;
         struct entries list;
         bool *needed;
@@ -327,16 +329,19 @@ static int index_save(const char *key_dir, const struct entries *e, struct kiln_
 
 /* The cached index of a key: remembered (e copied), forgotten (e NULL). */
 static void index_remember(struct kiln_source_local_store *s, const char *hash,
-                           const struct entries *e)
+                           const struct entries *e, const char *digest)
 {
         pthread_mutex_lock(&s->lock);
         if (e || streq(s->last_hash, hash)) {
                 entries_release(&s->last);
                 s->last_hash[0] = '\0';
+                free(s->last_digest);
+                s->last_digest = NULL;
         }
         if (e) {
                 entries_copy(e, &s->last);
                 memcpy(s->last_hash, hash, sizeof(s->last_hash));
+                s->last_digest = digest ? kiln_xstrdup(digest) : NULL;
         }
         pthread_mutex_unlock(&s->lock);
 }
@@ -354,7 +359,7 @@ static int index_get(struct kiln_source_local_store *s, const struct key_state *
         pthread_mutex_unlock(&s->lock);
         int r = index_load(key_dir, ret, err);
         if (r == 0)
-                index_remember(s, k->hash, ret);
+                index_remember(s, k->hash, ret, NULL);
         return r;
 }
 
@@ -566,6 +571,7 @@ struct kiln_source_local_store *kiln_source_local_store_free(struct kiln_source_
         if (s->keys)
                 log_warning("local context store freed with keys still in use");
         entries_release(&s->last);
+        free(s->last_digest);
         pthread_mutex_destroy(&s->lock);
         pthread_cond_destroy(&s->cond);
         free(s->dir);
@@ -1269,6 +1275,12 @@ static int finish_unchanged(struct kiln_source_local_transfer *t, const atomic_b
                 if (r == 0) {
                         pthread_mutex_lock(&t->s->lock);
                         t->k->refs++;
+                        /* index_get cached this key's index: the client's
+                         * digest of the list goes with it */
+                        if (t->digest && streq(t->s->last_hash, t->k->hash)) {
+                                free(t->s->last_digest);
+                                t->s->last_digest = kiln_xstrdup(t->digest);
+                        }
                         pthread_mutex_unlock(&t->s->lock);
                         r = 1;
                 }
@@ -1311,7 +1323,7 @@ int kiln_source_local_transfer_finish(struct kiln_source_local_transfer *t,
         /* From here on the tree and the index disagree until the new index
          * is written: a failure leaves no index, so that the next transfer
          * sends everything again. */
-        index_remember(t->s, t->k->hash, NULL);
+        index_remember(t->s, t->k->hash, NULL, NULL);
         if (unlink(index_path) < 0 && errno != ENOENT) {
                 r = kiln_error_set(err, -errno, "remove '%s': %s", index_path, strerror(errno));
                 goto out;
@@ -1335,7 +1347,7 @@ int kiln_source_local_transfer_finish(struct kiln_source_local_transfer *t,
         r = index_save(t->key_dir, &t->list, err);
         if (r < 0)
                 goto out;
-        index_remember(t->s, t->k->hash, &t->list);
+        index_remember(t->s, t->k->hash, &t->list, t->digest);
 
         r = context_new(t->s, t->k, t->key_dir, &t->list, ret, err);
         if (r == 0) {
@@ -1356,6 +1368,44 @@ out:
         return r;
 }
 
+void kiln_source_local_transfer_set_digest(struct kiln_source_local_transfer *t, const char *digest)
+{
+        free(t->digest);
+        t->digest = digest ? kiln_xstrdup(digest) : NULL;
+}
+
+int kiln_source_local_context_open_digest(struct kiln_source_local_store *s, const char *key,
+                                          const char *digest,
+                                          struct kiln_source_local_context **ret,
+                                          struct kiln_error **err)
+{
+        char hash[KILN_SHA256_HEX_LEN + 1];
+        bool match;
+        int r;
+
+        if (!key || !key[0] || strlen(key) > KILN_LIMIT_LOCAL_KEY)
+                return kiln_error_set(err, -EINVAL, "local context: key is empty or too long");
+        key_hash(key, hash);
+        pthread_mutex_lock(&s->lock);
+        match = streq(s->last_hash, hash) && s->last_digest && streq(s->last_digest, digest);
+        pthread_mutex_unlock(&s->lock);
+        if (!match)
+                return 0;
+        r = kiln_source_local_context_open(s, key, ret, err);
+        if (r < 0)
+                return r;
+        /* The context holds the key's shared lock now: a transfer that
+         * changed the tree in between dropped the digest first. */
+        pthread_mutex_lock(&s->lock);
+        match = streq(s->last_hash, hash) && s->last_digest && streq(s->last_digest, digest);
+        pthread_mutex_unlock(&s->lock);
+        if (!match) {
+                *ret = kiln_source_local_context_unref(*ret);
+                return 0;
+        }
+        return 1;
+}
+
 struct kiln_source_local_transfer *
 kiln_source_local_transfer_free(struct kiln_source_local_transfer *t)
 {
@@ -1372,6 +1422,7 @@ kiln_source_local_transfer_free(struct kiln_source_local_transfer *t)
         if (t->k)
                 key_put(t->s, t->k);
         entries_release(&t->list);
+        free(t->digest);
         free(t->needed);
         free(t->got);
         free(t->needed_paths);

@@ -156,7 +156,22 @@ struct kiln_source_local_transfer *
 kiln_source_local_transfer_free(struct kiln_source_local_transfer *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_source_local_transfer *, kiln_source_local_transfer_free);
 
+/* The client's digest of the entry list of t (a digest of its own encoding
+ * of the list; opaque here). Once t finishes, the store remembers it with
+ * the key's index, for kiln_source_local_context_open_digest. */
+void kiln_source_local_transfer_set_digest(struct kiln_source_local_transfer *t,
+                                           const char *digest);
+
 /* ---- context ---- */
+
+/* Opens the key's context when the list of its last finished transfer had
+ * the client digest digest (kiln_source_local_transfer_set_digest): 1 and
+ * *ret then, 0 when the digest differs or is not known (only the last key
+ * used is remembered, in memory), or -errno. Thread safe. */
+int kiln_source_local_context_open_digest(struct kiln_source_local_store *s, const char *key,
+                                          const char *digest,
+                                          struct kiln_source_local_context **ret,
+                                          struct kiln_error **err);
 
 /* The context of the key's last finished transfer (waiting as finish does
  * while a transfer of the key is finishing): -ENOENT when there is none. */

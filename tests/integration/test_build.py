@@ -215,6 +215,11 @@ def test_changed_file_reruns_only_the_steps_after_its_copy(builder, tmp_path):
     assert cached(again, "[3/5] RUN cat /a.txt")
     assert not cached(again, "[4/5] COPY b.txt")
     assert logs_of(again, "[5/5] RUN cat /b.txt") == ["b2"]
+    # a third build of the unchanged context sends only the digest of its list
+    unchanged = b.log().count("context unchanged since its last transfer")
+    third = steps(b.build(tmp_path, dockerfile).stderr)
+    assert cached(third, "[5/5] RUN cat /b.txt")
+    assert b.log().count("context unchanged since its last transfer") == unchanged + 1
 
 
 PARALLEL = """\

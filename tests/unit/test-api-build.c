@@ -680,3 +680,58 @@ TEST(build_event_type_names)
         ASSERT_EQ_INT(kiln_api_build_event_type_from_string("blob-done"), -EINVAL);
         return 0;
 }
+
+/* The context probe: a digest both ways, anything else refused. */
+TEST(context_probe)
+{
+        static const char d[] =
+                "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        static const char *const bad[] = {
+                "{\"digest\":\"sha256:0123\"}",
+                "{\"digest\":\"SHA256:0123456789abcdef0123456789abcdef0123456789abcdef01234567"
+                "89abcdef\"}",
+                "{\"digest\":\"sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef01234567"
+                "89abcdef\"}",
+                "{\"digest\":1}",
+                "{}",
+                "{\"digest\":\"sha256:0123456789abcdef0123456789abcdef0123456789abcdef01234567"
+                "89abcdef\",\"entries\":[]}",
+        };
+        json_t *j = NULL;
+        char *got = NULL;
+        bool unchanged = false;
+
+        ASSERT_OK(kiln_api_context_probe_to_json(d, &j));
+        {
+                _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+
+                ASSERT_OK(kiln_api_context_probe_from_json(j, &got, &err));
+        }
+        json_decref(j);
+        ASSERT_STREQ(got, d);
+        free(got);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+
+                j = parse(bad[i]);
+                ASSERT_EQ_INT(kiln_api_context_probe_from_json(j, &got, &err), -EINVAL);
+                json_decref(j);
+                ASSERT_TRUE(strstr(kiln_error_message(err), "context probe") != NULL);
+        }
+        ASSERT_OK(kiln_api_context_unchanged_to_json(true, &j));
+        {
+                _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+
+                ASSERT_OK(kiln_api_context_unchanged_from_json(j, &unchanged, &err));
+        }
+        json_decref(j);
+        ASSERT_TRUE(unchanged);
+        {
+                _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+
+                j = parse("{\"unchanged\":\"yes\"}");
+                ASSERT_EQ_INT(kiln_api_context_unchanged_from_json(j, &unchanged, &err), -EBADMSG);
+                json_decref(j);
+        }
+        return 0;
+}

@@ -394,8 +394,7 @@ TEST(run_network_for_the_whole_build)
 {
         struct kiln_dockerfile_convert_options o = options();
         o.network = KILN_LLB_NETWORK_NONE;
-        RESULT *r = convert_opt("FROM alpine\nRUN echo a\nRUN --network=host echo b\n", &o,
-                                NULL);
+        RESULT *r = convert_opt("FROM alpine\nRUN echo a\nRUN --network=host echo b\n", &o, NULL);
         ASSERT_TRUE(r);
         const struct kiln_llb_op *a = find_op(r, "RUN echo a");
         const struct kiln_llb_op *b = find_op(r, "RUN --network=host echo b");
