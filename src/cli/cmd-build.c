@@ -992,12 +992,10 @@ static int probe_context(struct build *bd, const char *path, const char *body, s
         int r;
 
         kiln_sha256_hex(body, body_len, digest + 7);
+        /* kiln_cli_http_json_body consumes j */
         if (kiln_api_context_probe_to_json(digest, &j) < 0 ||
-            !(probe = kiln_cli_http_json_body(j, &len))) {
-                json_decref(j);
+            !(probe = kiln_cli_http_json_body(j, &len)))
                 return kiln_error_set(err, -ENOMEM, "out of memory");
-        }
-        json_decref(j);
         u.body = probe;
         u.body_len = len;
         r = context_send(&bd->target, "POST", path, KILN_API_CONTENT_TYPE_JSON, &u, 1u << 10,
