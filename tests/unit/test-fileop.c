@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <stdatomic.h>
@@ -40,6 +41,16 @@ static int trees_init(struct trees *t)
         return r;
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+        (void) st;
+        (void) f;
+        (void) (flag == FTW_DP ? rmdir(path) : unlink(path));
+        return 0;
+}
+
+/* nftw, not kiln_rm_rf_at: the depth test makes a tree deeper than the
+ * nesting kiln_rm_rf_at accepts. */
 static void trees_done(struct trees *t)
 {
         if (t->src >= 0)
@@ -47,7 +58,7 @@ static void trees_done(struct trees *t)
         if (t->dest >= 0)
                 close(t->dest);
         if (t->dir)
-                (void) kiln_rm_rf_at(AT_FDCWD, t->dir, NULL, NULL);
+                (void) nftw(t->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
         free(t->dir);
 }
 
