@@ -419,22 +419,6 @@ static bool refs_match_config(const struct install *I, const struct kiln_config 
 
 /* ---- the staging tree ---- */
 
-static int write_all(int fd, const char *p, size_t n)
-{
-        while (n > 0) {
-                ssize_t w = write(fd, p, n);
-
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += w;
-                n -= (size_t) w;
-        }
-        return 0;
-}
-
 /* Creates rel (relative to the staging directory) with exactly mode, never
  * through a symlink, and makes it durable. */
 static int write_new_file(struct install *I, const char *rel, const char *data, size_t n,
@@ -450,7 +434,7 @@ static int write_new_file(struct install *I, const char *rel, const char *data, 
         /* Exactly mode, whatever the umask. */
         if (fchmod(fd, (mode_t) mode) < 0)
                 return -errno;
-        r = write_all(fd, data, n);
+        r = kiln_write_all(fd, data, n);
         if (r < 0)
                 return r;
         if (fsync(fd) < 0)

@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 
 #include "api/api.h"
+#include "base/fs.h"
 #include "base/limits.h"
 #include "base/log.h"
 #include "config/config.h"
@@ -265,18 +266,11 @@ static enum MHD_Result upload_chunk(struct kiln_daemon_request *req, const char 
                 return MHD_NO;
         }
         req->upload_len += n;
-        while (n > 0 && !req->upload_error) {
-                ssize_t w = write(req->upload_fd, data, n);
+        if (!req->upload_error) {
+                int r = kiln_write_all(req->upload_fd, data, n);
 
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0) {
-                        req->upload_error = kiln_xasprintf("store the upload: %s",
-                                                           w < 0 ? strerror(errno) : "short write");
-                        break;
-                }
-                data += w;
-                n -= (size_t) w;
+                if (r < 0)
+                        req->upload_error = kiln_xasprintf("store the upload: %s", strerror(-r));
         }
         return MHD_YES;
 }

@@ -269,17 +269,9 @@ static int write_file_at(int dirfd, const char *name, const char *data, size_t n
         if (fchmod(fd, mode) < 0)
                 return kiln_error_set(err, -errno, "write '%s/%s': %s", bundle, name,
                                       strerror(errno));
-        while (n > 0) {
-                ssize_t w = write(fd, data, n);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return kiln_error_set(err, -errno, "write '%s/%s': %s", bundle, name,
-                                              strerror(errno));
-                }
-                data += w;
-                n -= (size_t) w;
-        }
+        int r = kiln_write_all(fd, data, n);
+        if (r < 0)
+                return kiln_error_set(err, r, "write '%s/%s': %s", bundle, name, strerror(-r));
         return 0;
 }
 

@@ -660,16 +660,10 @@ static int do_mkfile(const struct kiln_llb_file_mkfile *a, int dest_fd, struct k
         if (fd < 0)
                 return kiln_error_set(err, -errno, "mkfile \"%s\": %s", a->path,
                                       fileop_strerror(errno));
-        for (size_t off = 0; off < a->len;) {
-                ssize_t w = write(fd, a->data + off, a->len - off);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return kiln_error_set(err, -errno, "mkfile \"%s\": write: %s", a->path,
-                                              fileop_strerror(errno));
-                }
-                off += (size_t) w;
-        }
+        int wr = kiln_write_all(fd, a->data, a->len);
+        if (wr < 0)
+                return kiln_error_set(err, wr, "mkfile \"%s\": write: %s", a->path,
+                                      fileop_strerror(-wr));
         if (owner.set && fchown(fd, owner.uid, owner.gid) < 0)
                 return kiln_error_set(err, -errno, "mkfile \"%s\": chown: %s", a->path,
                                       fileop_strerror(errno));

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/fs.h"
 #include "base/buf.h"
 #include "base/sha256.h"
 #include "kiln-version.h"
@@ -163,18 +164,10 @@ static size_t on_data(char *data, size_t size, size_t n, void *userdata)
                 return 0;
         }
         kiln_sha256_update(d->h, data, len);
-        const char *p = data;
-        size_t left = len;
-        while (left > 0) {
-                ssize_t w = write(d->fd, p, left);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        d->error = -errno;
-                        return 0;
-                }
-                p += w;
-                left -= (size_t) w;
+        int r = kiln_write_all(d->fd, data, len);
+        if (r < 0) {
+                d->error = r;
+                return 0;
         }
         d->bytes += len;
         return len;

@@ -810,22 +810,6 @@ static la_ssize_t reader_read(struct archive *a, void *ud, const void **buf)
         return n;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-        const char *c = p;
-        while (n > 0) {
-                ssize_t w = write(fd, c, n);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                c += w;
-                n -= (size_t) w;
-        }
-        return 0;
-}
-
 static int receive_file(struct kiln_source_local_transfer *t, struct archive *a, size_t i,
                         const atomic_bool *cancel, uint64_t *bytes, struct kiln_error **err)
 {
@@ -856,7 +840,7 @@ static int receive_file(struct kiln_source_local_transfer *t, struct archive *a,
                         break;
                 }
                 kiln_sha256_update(h, buf, (size_t) n);
-                r = write_all(fd, buf, (size_t) n);
+                r = kiln_write_all(fd, buf, (size_t) n);
                 if (r < 0) {
                         kiln_error_set(err, r, "write '%s/%s': %s", t->staging_dir, name,
                                        strerror(-r));
