@@ -126,6 +126,8 @@ extern const struct kiln_cli_command kiln_cli_command_logs;
 extern const struct kiln_cli_command kiln_cli_command_version;
 extern const struct kiln_cli_command kiln_cli_command_pull;
 extern const struct kiln_cli_command kiln_cli_command_build;
+extern const struct kiln_cli_command kiln_cli_command_du;
+extern const struct kiln_cli_command kiln_cli_command_prune;
 /* `kiln imagetools` alone (its help) and its verbs, which main.c
  * dispatches to when the next word names one. */
 extern const struct kiln_cli_command kiln_cli_command_imagetools;

@@ -419,6 +419,19 @@ void kiln_daemon_build_local_set_state(struct kiln_daemon_build *b,
 enum MHD_Result kiln_daemon_handle_build(struct kiln_daemon *d, struct kiln_daemon_request *req,
                                          struct MHD_Connection *conn, const char *method,
                                          const char *url);
+/* Whether url is /v1/build/<id>/export/<index> (export.c). */
+bool kiln_daemon_export_path_match(const char *url);
+/* GET /v1/build/<id>/export/<index>: the stream of a client-side output. */
+enum MHD_Result kiln_daemon_handle_export(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                          struct MHD_Connection *conn, const char *method,
+                                          const char *url);
+/* GET /v1/du and POST /v1/prune (disk.c). */
+enum MHD_Result kiln_daemon_handle_du(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                      struct MHD_Connection *conn, const char *method,
+                                      const char *url);
+enum MHD_Result kiln_daemon_handle_prune(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                         struct MHD_Connection *conn, const char *method,
+                                         const char *url);
 /* Whether url is /v1/build/<id>/context/<name>. */
 bool kiln_daemon_context_path_match(const char *url);
 /* POST and PUT /v1/build/<id>/context/<name>, once the body is in. */

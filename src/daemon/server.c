@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 
 #include "api/api.h"
+#include "api/disk.h"
 #include "base/fs.h"
 #include "base/limits.h"
 #include "base/log.h"
@@ -197,6 +198,10 @@ static const struct route routes[] = {
           kiln_daemon_handle_build },
         { NULL, kiln_daemon_context_path_match, METHOD_POST | METHOD_PUT, "POST, PUT",
           KILN_DAEMON_LIMIT_CONTEXT_ENTRIES_BODY, true, kiln_daemon_handle_context },
+        { NULL, kiln_daemon_export_path_match, METHOD_GET, "GET", 0, false,
+          kiln_daemon_handle_export },
+        { KILN_API_PATH_DU, NULL, METHOD_GET, "GET, HEAD", 0, false, kiln_daemon_handle_du },
+        { KILN_API_PATH_PRUNE, NULL, METHOD_POST, "POST", 0, false, kiln_daemon_handle_prune },
 };
 
 static void mhd_request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,

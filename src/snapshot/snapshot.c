@@ -2051,6 +2051,95 @@ int kiln_snapshot_upper_path(struct kiln_snapshot_store *s, const char *id, char
         return e ? 0 : -ENOENT;
 }
 
+int kiln_snapshot_fs_path(struct kiln_snapshot_store *s, const char *id, char **ret)
+{
+        struct entry *e;
+
+        lock(s);
+        e = index_committed(s, id);
+        if (e)
+                *ret = fs_path(s, e->id);
+        unlock(s);
+        return e ? 0 : -ENOENT;
+}
+
+static bool label_key_valid(const char *key)
+{
+        size_t n = strlen(key);
+
+        if (n == 0 || n > KILN_SNAPSHOT_LIMIT_LABEL_KEY || key[0] == '.')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((key[i] >= 'a' && key[i] <= 'z') || (key[i] >= '0' && key[i] <= '9') ||
+                      key[i] == '.' || key[i] == '-'))
+                        return false;
+        return true;
+}
+
+/* <dir>/<id>/labels/<key> of a committed id, or NULL when id is unknown. */
+static char *label_path(struct kiln_snapshot_store *s, const char *id, const char *key)
+{
+        struct entry *e;
+        char *p = NULL;
+
+        lock(s);
+        e = index_committed(s, id);
+        if (e)
+                p = kiln_xasprintf("%s/%" PRIu64 "/labels/%s", s->dir, e->id, key);
+        unlock(s);
+        return p;
+}
+
+int kiln_snapshot_label_set(struct kiln_snapshot_store *s, const char *id, const char *key,
+                            const char *value, struct kiln_error **err)
+{
+        _cleanup_free_ char *p = NULL;
+        char *slash;
+        int r;
+
+        if (!label_key_valid(key))
+                return kiln_error_set(err, -EINVAL, "snapshot label '%s': invalid key", key);
+        if (strlen(value) > KILN_SNAPSHOT_LIMIT_LABEL_VALUE)
+                return kiln_error_set(err, -EINVAL,
+                                      "snapshot label '%s': value longer than %d bytes", key,
+                                      KILN_SNAPSHOT_LIMIT_LABEL_VALUE);
+        p = label_path(s, id, key);
+        if (!p)
+                return kiln_error_set(err, -ENOENT, "snapshot '%s': no such snapshot", id);
+        slash = strrchr(p, '/');
+        *slash = '\0';
+        if (mkdir(p, 0700) < 0 && errno != EEXIST)
+                return kiln_error_set(err, -errno, "create '%s': %s", p, strerror(errno));
+        *slash = '/';
+        r = kiln_write_file_replace(p, value, strlen(value), 0600);
+        if (r < 0)
+                return kiln_error_set(err, r, "write '%s': %s", p, strerror(-r));
+        return 0;
+}
+
+int kiln_snapshot_label_get(struct kiln_snapshot_store *s, const char *id, const char *key,
+                            char **ret)
+{
+        _cleanup_(kiln_buf_release) struct kiln_buf b = { 0 };
+        _cleanup_free_ char *p = NULL;
+        int r;
+
+        if (!label_key_valid(key))
+                return -EINVAL;
+        p = label_path(s, id, key);
+        if (!p)
+                return 0;
+        r = kiln_read_file_at(AT_FDCWD, p, &b);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        if (b.len > KILN_SNAPSHOT_LIMIT_LABEL_VALUE)
+                return -EFBIG;
+        *ret = kiln_buf_steal(&b);
+        return 1;
+}
+
 int kiln_snapshot_usage(struct kiln_snapshot_store *s, const char *id, uint64_t *bytes,
                         struct kiln_error **err)
 {

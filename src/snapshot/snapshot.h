@@ -231,6 +231,30 @@ int kiln_snapshot_remove(struct kiln_snapshot_store *s, const char *id, struct k
  * -ENOENT for an unknown id. */
 int kiln_snapshot_upper_path(struct kiln_snapshot_store *s, const char *id, char **ret);
 
+/* <id>/fs of the committed snapshot id, both drivers (native: the full
+ * tree, overlayfs: the diff). *ret is malloc'd. -ENOENT for an unknown id.
+ * The caller should hold a use on id while it reads the tree. */
+int kiln_snapshot_fs_path(struct kiln_snapshot_store *s, const char *id, char **ret);
+
+/* Labels: small values kept with a committed snapshot and removed with it
+ * (exporters remember the blob a layer was compressed to). */
+#define KILN_SNAPSHOT_LIMIT_LABEL_KEY   64
+#define KILN_SNAPSHOT_LIMIT_LABEL_VALUE 4096
+
+/* Sets label key ([a-z0-9.-], at most KILN_SNAPSHOT_LIMIT_LABEL_KEY bytes)
+ * of the committed snapshot id to value (at most
+ * KILN_SNAPSHOT_LIMIT_LABEL_VALUE bytes), replacing it atomically. Not
+ * synced: after a crash a label may be missing, never half-written.
+ * -ENOENT for an unknown id, -EINVAL for a bad key or value. Thread safe. */
+int kiln_snapshot_label_set(struct kiln_snapshot_store *s, const char *id, const char *key,
+                            const char *value, struct kiln_error **err);
+
+/* The value of label key of id in *ret (malloc'd): 1 when set, 0 when not
+ * (or id is unknown), -EINVAL for a bad key, another -errno when it cannot
+ * be read. Thread safe. */
+int kiln_snapshot_label_get(struct kiln_snapshot_store *s, const char *id, const char *key,
+                            char **ret);
+
 /* Disk usage (allocated blocks, each hard-linked inode once) of the
  * snapshot's own fs directory: the diff with overlayfs, the full tree with
  * native (reflinked extents counted in full). Works for committed ids; the

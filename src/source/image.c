@@ -8,6 +8,7 @@
 
 #include "base/buf.h"
 #include "base/fs.h"
+#include "base/log.h"
 #include "base/sha256.h"
 #include "content/layer.h"
 #include "snapshot/snapshot.h"
@@ -382,6 +383,24 @@ void source_scratch_abort(struct source_scratch *sc)
 
 /* ---- unpacking ---- */
 
+/* Labels a layer's snapshot "blob" with the blob it was unpacked from, so
+ * that an exporter reuses that blob instead of compressing the diff again.
+ * A missing label only costs that work: failures are logged, not fatal. */
+static void label_blob(struct kiln_source_image_unpacker *u, const char *id,
+                       const struct layer_job *j)
+{
+        _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+        json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "digest", j->layer->digest, "mediaType",
+                              j->layer->media_type, "size", (json_int_t) j->layer->size,
+                              "diffID", j->diff_id);
+        _cleanup_free_ char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+
+        json_decref(o);
+        if (!s || kiln_snapshot_label_set(u->snapshots, id, "blob", s, &e) < 0)
+                log_debug("label snapshot %s with its layer blob: %s", id,
+                               e ? e->message : "out of memory");
+}
+
 /* Applies one layer on parent into a new committed snapshot named name. */
 static int apply_layer(struct kiln_source_image_unpacker *u, const struct layer_job *j,
                        const struct kiln_source_image_options *o, char **ret_id,
@@ -411,6 +430,7 @@ static int apply_layer(struct kiln_source_image_unpacker *u, const struct layer_
         r = source_scratch_commit(&sc, j->name, ret_id, err);
         if (r < 0)
                 return r;
+        label_blob(u, *ret_id, j);
         send_status(o, status_id, 0, 0, started, now_ns());
         return 0;
 fail:

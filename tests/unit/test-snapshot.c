@@ -902,3 +902,35 @@ TEST(driver_is_recorded)
         ASSERT_EQ_INT(kiln_snapshot_lookup(s, "native", &found), 1);
         return 0;
 }
+
+/* Labels live with their snapshot: set, replaced, read back, refused for
+ * bad keys and unknown ids, and gone when the snapshot is removed. */
+TEST(labels)
+{
+        _cleanup_dir_ char *root = tmpdir();
+        _cleanup_(kiln_snapshot_store_freep) struct kiln_snapshot_store *s = NULL;
+        _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+        _cleanup_free_ char *m = NULL, *id = NULL, *v = NULL, *fs = NULL;
+        int r = setup();
+
+        if (r)
+                return r;
+        ASSERT_TRUE(root);
+        m = mkdir_in(root, "m");
+        ASSERT_TRUE(m);
+        ASSERT_OK(open_store(root, KILN_SNAPSHOT_DRIVER_NATIVE, &s));
+        ASSERT_OK(layer(s, NULL, m, write_base, NULL, NULL, &id));
+        ASSERT_EQ_INT(kiln_snapshot_label_get(s, id, "blob", &v), 0);
+        ASSERT_OK(kiln_snapshot_label_set(s, id, "blob", "{\"a\":1}", &e));
+        ASSERT_OK(kiln_snapshot_label_set(s, id, "blob", "{\"a\":2}", &e));
+        ASSERT_EQ_INT(kiln_snapshot_label_get(s, id, "blob", &v), 1);
+        ASSERT_STREQ(v, "{\"a\":2}");
+        ASSERT_EQ_INT(kiln_snapshot_label_set(s, id, "../x", "v", &e), -EINVAL);
+        ASSERT_EQ_INT(kiln_snapshot_label_set(s, "42", "blob", "v", &e), -ENOENT);
+        ASSERT_EQ_INT(kiln_snapshot_label_get(s, "42", "blob", &v), 0);
+        ASSERT_OK(kiln_snapshot_fs_path(s, id, &fs));
+        ASSERT_TRUE(exists_at(fs, "a"));
+        ASSERT_OK(kiln_snapshot_remove(s, id, &e));
+        ASSERT_EQ_INT(kiln_snapshot_fs_path(s, id, &fs), -ENOENT);
+        return 0;
+}

@@ -1,0 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "kiln-test.h"
+
+TEST(placeholder)
+{
+        return KILN_TEST_SKIP;
+}
