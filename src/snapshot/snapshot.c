@@ -2120,7 +2120,7 @@ int kiln_snapshot_label_set(struct kiln_snapshot_store *s, const char *id, const
 int kiln_snapshot_label_get(struct kiln_snapshot_store *s, const char *id, const char *key,
                             char **ret)
 {
-        _cleanup_(kiln_buf_release) struct kiln_buf b = { 0 };
+        _cleanup_(kiln_buf_release) struct kiln_buf b = { .max = KILN_SNAPSHOT_LIMIT_LABEL_VALUE };
         _cleanup_free_ char *p = NULL;
         int r;
 
@@ -2129,13 +2129,11 @@ int kiln_snapshot_label_get(struct kiln_snapshot_store *s, const char *id, const
         p = label_path(s, id, key);
         if (!p)
                 return 0;
-        r = kiln_read_file_at(AT_FDCWD, p, &b);
+        r = kiln_read_file_at_flags(AT_FDCWD, p, O_NOFOLLOW, &b);
         if (r == -ENOENT)
                 return 0;
         if (r < 0)
                 return r;
-        if (b.len > KILN_SNAPSHOT_LIMIT_LABEL_VALUE)
-                return -EFBIG;
         *ret = kiln_buf_steal(&b);
         return 1;
 }

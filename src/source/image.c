@@ -391,14 +391,14 @@ static void label_blob(struct kiln_source_image_unpacker *u, const char *id,
 {
         _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
         json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "digest", j->layer->digest, "mediaType",
-                              j->layer->media_type, "size", (json_int_t) j->layer->size,
-                              "diffID", j->diff_id);
+                              j->layer->media_type, "size", (json_int_t) j->layer->size, "diffID",
+                              j->diff_id);
         _cleanup_free_ char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 
         json_decref(o);
         if (!s || kiln_snapshot_label_set(u->snapshots, id, "blob", s, &e) < 0)
                 log_debug("label snapshot %s with its layer blob: %s", id,
-                               e ? e->message : "out of memory");
+                          e ? e->message : "out of memory");
 }
 
 /* Applies one layer on parent into a new committed snapshot named name. */
