@@ -7,17 +7,13 @@
  */
 #include <fcntl.h>
 #include <jansson.h>
-#include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
-#include <signal.h>
-#include <spawn.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 
 #include "base/fs.h"
+#include "base/process.h"
 #include "creds.h"
 #include "registry-internal.h"
 #include "registry-limits.h"
@@ -455,165 +451,40 @@ static const char *helper_for(const struct kiln_registry_docker_config *c, const
         return c->creds_store;
 }
 
-static void close_now(int *fd)
-{
-        kiln_closep(fd);
-        *fd = -1;
-}
-
-static int move_above_stdio(int *fd)
-{
-        int nfd;
-
-        if (*fd > STDERR_FILENO)
-                return 0;
-        nfd = fcntl(*fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
-        if (nfd < 0)
-                return -errno;
-        close_now(fd);
-        *fd = nfd;
-        return 0;
-}
-
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Waits for pid until deadline (ms, monotonic), then kills it. Returns the
- * wait status, or -ETIMEDOUT after a kill, or -errno. */
-static int reap(pid_t pid, int64_t deadline)
-{
-        int status;
-
-        for (;;) {
-                pid_t w = waitpid(pid, &status, WNOHANG);
-
-                if (w == pid)
-                        return status;
-                if (w < 0 && errno != EINTR)
-                        return -errno;
-                if (mono_ms() >= deadline)
-                        break;
-                (void) nanosleep(&(struct timespec){ .tv_nsec = 5 * 1000 * 1000 }, NULL);
-        }
-        /* The helper leads its own process group: what it started goes too. */
-        (void) kill(-pid, SIGKILL);
-        (void) kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-                ;
-        return -ETIMEDOUT;
-}
-
 /* Runs "docker-credential-<name> get" with key on stdin; *out gets its
- * stdout. Returns the wait status (>= 0) or -errno with *err. */
+ * stdout (its stderr goes nowhere: the daemon's log is no place for it).
+ * Returns the wait status (>= 0) or -errno with *err. */
 static int run_helper(const char *name, const char *key, int timeout_ms, struct kiln_buf *out,
                       struct kiln_error **err)
 {
+        _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
         _cleanup_free_ char *program = kiln_xasprintf(HELPER_PREFIX "%s", name);
-        _cleanup_close_ int in_parent = -1, in_child = -1, out_read = -1, out_write = -1;
         char *argv[] = { program, (char *) "get", NULL };
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t attr;
-        int64_t deadline = mono_ms() + timeout_ms;
-        int sv[2], pv[2], r;
-        pid_t pid;
+        struct kiln_spawn sp = {
+                .program = program,
+                .argv = argv,
+                .input = key,
+                .input_len = strlen(key),
+                .out = out,
+                .timeout_ms = timeout_ms,
+        };
+        int r = kiln_spawn_run(&sp, &e);
 
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-                return kiln_error_set(err, -errno, "run '%s': %m", program);
-        in_parent = sv[0];
-        in_child = sv[1];
-        if (pipe2(pv, O_CLOEXEC) < 0)
-                return kiln_error_set(err, -errno, "run '%s': %m", program);
-        out_read = pv[0];
-        out_write = pv[1];
-        /* In a daemon started with stdin or stdout closed, these can be 0 or
-         * 1, and the dup2 actions below would clobber one another. */
-        r = move_above_stdio(&in_child);
-        if (r >= 0)
-                r = move_above_stdio(&out_write);
-        if (r < 0)
-                return kiln_error_set(err, r, "run '%s': %s", program, strerror(-r));
-
-        /* posix_spawnp (vfork and exec): safe in a threaded daemon, where a
-         * plain fork would copy other threads' locks mid-use. The child's
-         * stderr goes nowhere: the daemon's log is no place for it. */
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_adddup2(&fa, in_child, STDIN_FILENO);
-        posix_spawn_file_actions_adddup2(&fa, out_write, STDOUT_FILENO);
-        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-        posix_spawnattr_init(&attr);
-        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-        posix_spawnattr_setpgroup(&attr, 0);
-        r = posix_spawnp(&pid, program, &fa, &attr, argv, environ);
-        posix_spawnattr_destroy(&attr);
-        posix_spawn_file_actions_destroy(&fa);
-        if (r != 0) {
-                if (r == ENOENT)
-                        return kiln_error_set(err, -ENOENT,
-                                              "credential helper '%s' not found in PATH", program);
-                return kiln_error_set(err, -r, "run credential helper '%s': %s", program,
-                                      strerror(r));
-        }
-        close_now(&in_child);
-        close_now(&out_write);
-
-        /* A socket, not a pipe, so a helper that exits without reading
-         * cannot kill us with SIGPIPE (MSG_NOSIGNAL). */
-        (void) send(in_parent, key, strlen(key), MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void) shutdown(in_parent, SHUT_WR);
-
-        for (;;) {
-                struct pollfd p = { .fd = out_read, .events = POLLIN };
-                int64_t left = deadline - mono_ms();
-                char chunk[4096];
-                ssize_t n;
-
-                if (left <= 0) {
-                        (void) reap(pid, 0);
-                        return kiln_error_set(err, -ETIMEDOUT,
-                                              "credential helper '%s' did not answer within %d ms",
-                                              program, timeout_ms);
-                }
-                r = poll(&p, 1, (int) left);
-                if (r < 0 && errno == EINTR)
-                        continue;
-                if (r < 0) {
-                        r = -errno;
-                        (void) reap(pid, 0);
-                        return kiln_error_set(err, r, "read from '%s': %s", program, strerror(-r));
-                }
-                if (r == 0)
-                        continue;
-                n = read(out_read, chunk, sizeof(chunk));
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        r = -errno;
-                        (void) reap(pid, 0);
-                        return kiln_error_set(err, r, "read from '%s': %s", program, strerror(-r));
-                }
-                if (n == 0)
-                        break;
-                r = kiln_buf_append(out, chunk, (size_t) n);
-                explicit_bzero(chunk, sizeof(chunk));
-                if (r < 0) {
-                        (void) reap(pid, 0);
-                        return kiln_error_set(err, -E2BIG,
-                                              "credential helper '%s' printed more than %u bytes",
-                                              program, KILN_LIMIT_REGISTRY_CRED_HELPER_OUTPUT);
-                }
-        }
-        r = reap(pid, deadline);
-        if (r == -ETIMEDOUT)
-                return kiln_error_set(err, r, "credential helper '%s' did not exit within %d ms",
+        switch (r) {
+        case -ENOENT:
+                return kiln_error_set(err, r, "credential helper '%s' not found in PATH", program);
+        case -ETIMEDOUT:
+                return kiln_error_set(err, r, "credential helper '%s' did not answer within %d ms",
                                       program, timeout_ms);
-        if (r < 0)
-                return kiln_error_set(err, r, "wait for '%s': %s", program, strerror(-r));
-        return r;
+        case -E2BIG:
+                return kiln_error_set(err, r, "credential helper '%s' printed more than %u bytes",
+                                      program, KILN_LIMIT_REGISTRY_CRED_HELPER_OUTPUT);
+        default:
+                if (r < 0)
+                        return kiln_error_set(err, r, "credential helper '%s': %s", program,
+                                              kiln_error_message(e));
+                return r;
+        }
 }
 
 static void trim(const char *s, size_t n, const char **ret, size_t *ret_n)
