@@ -81,6 +81,9 @@ struct kiln_exec_process {
         const char *user;     /* "name[:group]", ids; resolved in rootfs; NULL or "": root */
         const char *hostname; /* NULL or "": KILN_EXEC_DEFAULT_HOSTNAME */
         enum kiln_exec_network network;
+        /* A network namespace to join (a CNI namespace, cni.h) instead of
+         * a new one; only with KILN_EXEC_NETWORK_NONE. NULL: none. */
+        const char *netns_path;
         bool insecure; /* security=insecure: all capabilities, no masked paths, /sys rw */
         const struct kiln_exec_mount *mounts; /* after the default ones, in order */
         size_t n_mounts;

@@ -356,6 +356,11 @@ static json_t *linux_new(const struct kiln_exec_process *p, const char *id)
         for (size_t i = 0; i < ELEMENTSOF(types); i++) {
                 if (streq(types[i], "network") && p->network == KILN_EXEC_NETWORK_HOST)
                         continue;
+                if (streq(types[i], "network") && p->netns_path) {
+                        json_array_append_new(ns, json_pack("{s:s, s:s}", "type", types[i], "path",
+                                                            p->netns_path));
+                        continue;
+                }
                 json_array_append_new(ns, json_pack("{s:s}", "type", types[i]));
         }
 

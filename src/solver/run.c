@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/macro.h"
 #include "base/sha256.h"
+#include "exec/cni.h"
 #include "exec/exec.h"
 #include "fileop/fileop.h"
 #include "snapshot/snapshot.h"
@@ -979,6 +980,21 @@ static void stubs_release(struct stubs *st)
         *st = (struct stubs){ 0 };
 }
 
+/* Back to the pool, or released when the step had a hostname of its own
+ * (buildkitd makes those namespaces outside the pool). A release failure
+ * costs only a leak the next start cleans: it is logged, not fatal. */
+static void cni_return(struct kiln_solver *s, struct kiln_cni_ns *ns, const char *hostname)
+{
+        _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+
+        if (!hostname || !hostname[0] || streq(hostname, KILN_EXEC_DEFAULT_HOSTNAME)) {
+                kiln_cni_put(s->cni, ns);
+                return;
+        }
+        if (kiln_cni_discard(s->cni, ns, &e) < 0)
+                log_debug("%s", kiln_error_message(e));
+}
+
 static int run_exec(struct kiln_solver_solve *sv, struct kiln_solver_node *n, char **outputs,
                     struct kiln_error **err)
 {
@@ -1072,8 +1088,22 @@ static int run_exec(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
         struct exec_out eo = { sv, n };
         int code = -1;
         int rootfd = -1;
+        /* The default network with CNI: a namespace of the pool, given
+         * back as soon as the process is gone. */
+        struct kiln_cni_ns *cns = NULL;
+        if (s->cni && e->network == KILN_LLB_NETWORK_SANDBOX) {
+                r = kiln_cni_get(s->cni, &cns, err);
+                if (r < 0) {
+                        free(hosts);
+                        free(ul);
+                        goto out;
+                }
+                p.netns_path = cns->path;
+        }
         r = run_open_dir(&run, x.paths[0], &rootfd, err);
         if (r < 0) {
+                if (cns)
+                        cni_return(s, cns, e->hostname);
                 free(hosts);
                 free(ul);
                 goto out;
@@ -1085,6 +1115,8 @@ static int run_exec(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
                 stubs_collect(&stubs, rootfd, x.mounts[i].target, e->remove_mount_stubs_recursive);
         kiln_solver_vertex_started(sv, n);
         r = kiln_exec_run(&rt, &p, on_exec_output, &eo, &sv->cancel, &code, err);
+        if (cns)
+                cni_return(s, cns, e->hostname);
         free(hosts);
         free(ul);
         if (r >= 0)

@@ -58,6 +58,7 @@ struct kiln_solver {
         struct kiln_solver_cache *cache;
         unsigned max_parallelism;
         enum kiln_solver_network default_network;
+        struct kiln_cni *cni; /* borrowed; NULL: no CNI */
 
         /* Guards sem_used, flights and cachemounts; cond is broadcast when
          * any of them changes. */

@@ -199,6 +199,7 @@ int kiln_solver_new(const struct kiln_solver_config *c, struct kiln_solver **ret
         s->snapshots = c->snapshots;
         s->max_parallelism = c->max_parallelism;
         s->default_network = c->default_network;
+        s->cni = c->cni;
 
         const char *dirs[] = { s->root, s->exec_dir, s->cachemount_dir };
         for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {

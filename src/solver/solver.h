@@ -57,6 +57,7 @@
 
 #include "base/error.h"
 
+struct kiln_cni;
 struct kiln_content_store;
 struct kiln_registry_client;
 struct kiln_snapshot_store;
@@ -93,6 +94,11 @@ struct kiln_solver_config {
         unsigned max_parallelism;
         /* Network of execs that ask for the default sandbox network. */
         enum kiln_solver_network default_network;
+        /* CNI networking (exec/cni.h): when set, execs with the default
+         * sandbox network run in a namespace of its pool instead, put back
+         * after the step (released when the step has a hostname of its
+         * own, as buildkitd does). Borrowed; must outlive the solver. */
+        struct kiln_cni *cni;
         /* A resolv.conf to give every exec; NULL: the host's /etc/resolv.conf. */
         const char *resolv_conf;
 };

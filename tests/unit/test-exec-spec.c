@@ -246,6 +246,18 @@ TEST(linux_namespaces_masks_and_cgroup)
         ASSERT_STREQ(json_string_value(json_object_get(spec, "hostname")), "myhost");
         ASSERT_STREQ(json_string_value(json_object_get(l, "cgroupsPath")), "/kiln/buildkit/abc123");
         json_decref(spec);
+
+        /* A CNI namespace is joined by path. */
+        p.network = KILN_EXEC_NETWORK_NONE;
+        p.netns_path = "/var/lib/kiln/net/cni/0123";
+        spec = kiln_exec_spec_new(&p, BUNDLE, 0, 0, NULL, 0, &err);
+        ASSERT_TRUE(spec);
+        ns = json_object_get(json_object_get(spec, "linux"), "namespaces");
+        ASSERT_EQ_INT(json_array_size(ns), 5);
+        ASSERT_STREQ(json_string_value(json_object_get(json_array_get(ns, 4), "type")), "network");
+        ASSERT_STREQ(json_string_value(json_object_get(json_array_get(ns, 4), "path")),
+                     "/var/lib/kiln/net/cni/0123");
+        json_decref(spec);
         return 0;
 }
 
