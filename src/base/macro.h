@@ -30,6 +30,16 @@
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
+/* qsort and bsearch that take an empty array as a NULL pointer (the libc
+ * functions declare it nonnull even for zero elements). */
+#define qsort_safe(base, n, size, cmp)                     \
+        do {                                               \
+                if ((n) > 0)                               \
+                        qsort((base), (n), (size), (cmp)); \
+        } while (0)
+#define bsearch_safe(key, base, n, size, cmp) \
+        ((n) > 0 ? bsearch((key), (base), (n), (size), (cmp)) : NULL)
+
 #define TAKE_PTR(p)                  \
         ({                           \
                 typeof(p) _p_ = (p); \
