@@ -20,8 +20,10 @@ $(BUILD)/build.ninja:
 test: deps
 	scripts/run-tests
 
+# The documented registry-mirror build, exported with --load (or to an OCI
+# archive without a Docker engine), on this tree's binaries.
 demo: all
-	scripts/demo
+	KILN_BUILD_DIR=$(abspath $(BUILD)) scripts/demo
 
 fuzz: deps
 	scripts/run-fuzz $(FUZZ_TIME)

@@ -6,10 +6,32 @@ BuildKit, in one run, on the same Dockerfiles and contexts:
              pulled from a local registry and unpacked)
     cached   the same build again
     copy     FROM busybox + COPY . of 5,000 files (40 MB), cold and cached
+    export   an image whose layers add up to 100 MB (FROM busybox + COPY of
+             100 MB of this machine's /usr/lib: shared libraries, text and
+             data, which gzip to about a third), built beforehand (untimed),
+             then written out with gzip-compressed layers, every layer
+             compressed anew: each run starts from fresh state, and the
+             build that fills it is the untimed --prepare. Two forms:
+               push  to an empty local registry (the sink is emptied before
+                     each run, so every tool compresses and uploads every
+                     layer): kiln build --push (all steps cached), docker
+                     push (dockerd compresses at push time: its BuildKit
+                     stores layers uncompressed), buildah push;
+               oci   an OCI archive: kiln build -o type=oci,dest=FILE (all
+                     steps cached), buildah push IMAGE oci-archive:FILE.
+                     dockerd 20.10 has no OCI or compressed export (docker
+                     save writes uncompressed layers): not comparable, so
+                     not measured.
+    pull     FROM a ~100 MB, 6-layer image + COPY of one small file, nothing
+             cached: the image pulled from a local registry and unpacked by
+             each tool (the COPY needs its file system)
 
-Prints the medians, kiln's ratio to the faster peer, and the peak RSS of
-each daemon (kilnd, dockerd with its BuildKit; buildah has no daemon: the
-peak of one build). A peer that cannot run here is reported and skipped.
+Prints the medians, kiln's ratio to each peer (peer time / kiln time: above
+1 is kiln faster), and the peak RSS of each daemon (kilnd, dockerd with its
+BuildKit, the highest of the daemons that ran the last run of each case;
+buildah has no daemon: the peak of one build). A peer that cannot run here
+is reported and skipped. KILN_BENCH_RUNS (10) and KILN_BENCH_HEAVY_RUNS (5,
+export and pull) set the number of runs.
 
 Cold runs start every tool on fresh state: a new builder for kiln, a
 restarted dockerd on a new data root, a new buildah root. The old state is
@@ -34,6 +56,8 @@ import registries as R  # noqa: E402
 
 BUILD = pathlib.Path(os.environ.get("KILN_BUILD_DIR", REPO / "build"))
 RUNS = int(os.environ.get("KILN_BENCH_RUNS", "10"))
+HEAVY_RUNS = int(os.environ.get("KILN_BENCH_HEAVY_RUNS", "5"))
+EXPORT_BYTES = 100 * 1000 * 1000
 DOCKER = "/usr/bin/docker"  # Debian's client, which drives dockerd 20.10's BuildKit
 
 
@@ -68,6 +92,29 @@ def make_copy_context(d):
             (sub / f"f{j:03d}").write_bytes(os.urandom(8192))
 
 
+def make_export_context(d, source=pathlib.Path("/usr/lib")):
+    """d/data: the first 100 MB of source's regular files in sorted order,
+    with their directories (binaries, shared libraries, text: what images
+    hold)."""
+    total = 0
+    for root, dirs, files in os.walk(source):
+        dirs.sort()
+        for name in sorted(files):
+            src = pathlib.Path(root) / name
+            if src.is_symlink() or not src.is_file():
+                continue
+            size = src.stat().st_size
+            if size == 0 or size > 16 * 1024 * 1024:
+                continue
+            dest = d / "data" / src.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+            total += size
+            if total >= EXPORT_BYTES:
+                return total
+    return total
+
+
 class Kiln:
     def __init__(self, work, reg):
         self.env = dict(os.environ, KILN_CONFIG=str(work / "kiln"), HOME=str(work))
@@ -91,9 +138,19 @@ class Kiln:
         return f"KILN_CONFIG={self.env['KILN_CONFIG']} HOME={self.env['HOME']} " \
                f"{sys.executable} {__file__} --kiln-fresh"
 
-    def build(self, ctx, dockerfile):
+    def build(self, ctx, dockerfile, extra=""):
         return f"KILN_CONFIG={self.env['KILN_CONFIG']} {self.kiln} build --progress quiet " \
-               f"-f {dockerfile} {ctx}"
+               f"-f {dockerfile} {extra} {ctx} >/dev/null"
+
+    def prepare_image(self, ctx, dockerfile, ref):
+        """Fresh state, then the image built into the cache."""
+        return f"{self.prepare_cold()} && {self.build(ctx, dockerfile)}"
+
+    def push(self, ctx, dockerfile, ref):
+        return self.build(ctx, dockerfile, f"--push -t {ref}")
+
+    def oci(self, ctx, dockerfile, ref, out):
+        return self.build(ctx, dockerfile, f"-o type=oci,dest={out}")
 
     def pid(self):
         return int((pathlib.Path(self.env["KILN_CONFIG"]) / "builders" / "bench" /
@@ -130,9 +187,18 @@ class Docker:
     def prepare_cold(self):
         return f"HOME={self.work} {sys.executable} {__file__} --docker-fresh"
 
-    def build(self, ctx, dockerfile):
+    def build(self, ctx, dockerfile, extra=""):
         return f"DOCKER_HOST=unix://{self.sock} DOCKER_BUILDKIT=1 {DOCKER} build -q " \
-               f"--network none -f {dockerfile} {ctx} >/dev/null"
+               f"--network none -f {dockerfile} {extra} {ctx} >/dev/null"
+
+    def prepare_image(self, ctx, dockerfile, ref):
+        return f"{self.prepare_cold()} && {self.build(ctx, dockerfile, f'-t {ref}')}"
+
+    def push(self, ctx, dockerfile, ref):
+        return f"DOCKER_HOST=unix://{self.sock} {DOCKER} push {ref} >/dev/null"
+
+    def oci(self, ctx, dockerfile, ref, out):
+        return None  # no OCI or compressed export in dockerd 20.10 (see above)
 
     def pid(self):
         return int((self.dir / "dockerd.pid").read_text())
@@ -154,9 +220,18 @@ class Buildah:
     def prepare_cold(self):
         return f"mv {self.root} $(mktemp -d -p {self.root.parent / 'graveyard'})/ 2>/dev/null; true"
 
-    def build(self, ctx, dockerfile):
+    def build(self, ctx, dockerfile, extra=""):
         return f"buildah {self.args} bud -q --layers --isolation oci --runtime runc --network none " \
-               f"--tls-verify=false -f {dockerfile} {ctx} >/dev/null"
+               f"--tls-verify=false -f {dockerfile} {extra} {ctx} >/dev/null"
+
+    def prepare_image(self, ctx, dockerfile, ref):
+        return f"{self.prepare_cold()} && {self.build(ctx, dockerfile, f'-t {ref}')}"
+
+    def push(self, ctx, dockerfile, ref):
+        return f"buildah {self.args} push -q --tls-verify=false {ref} docker://{ref} >/dev/null"
+
+    def oci(self, ctx, dockerfile, ref, out):
+        return f"buildah {self.args} push -q {ref} oci-archive:{out} >/dev/null"
 
 
 def graveyard(work):
@@ -165,8 +240,8 @@ def graveyard(work):
     return pathlib.Path(tempfile.mkdtemp(dir=work / "graveyard")) / "old"
 
 
-def hyperfine(out, prepare, commands):
-    argv = ["hyperfine", "--runs", str(RUNS), "--export-json", str(out)]
+def hyperfine(out, prepare, commands, runs=RUNS):
+    argv = ["hyperfine", "--runs", str(runs), "--export-json", str(out)]
     for name, (prep, cmd) in commands.items():
         argv += ["--prepare", prep] if prepare else []
         argv += ["-n", name, cmd]
@@ -206,6 +281,23 @@ def main():
         make_copy_context(copy_ctx)
         copy_df = work / "Dockerfile.copy"
         copy_df.write_text(f"FROM {base}\nCOPY . /ctx/\n")
+        export_ctx = work / "exportctx"
+        export_ctx.mkdir()
+        export_size = make_export_context(export_ctx)
+        export_df = work / "Dockerfile.export"
+        export_df.write_text(f"FROM {base}\nCOPY data/ /data/\n")
+        seeder(reg, "bench/big:latest", kind="big")
+        # The big image has no shell: a COPY is what makes each tool unpack it.
+        pull_ctx = work / "pullctx"
+        pull_ctx.mkdir()
+        (pull_ctx / "marker").write_text("pulled\n")
+        pull_df = work / "Dockerfile.pull"
+        pull_df.write_text(f"FROM {reg.host}/bench/big:latest\nCOPY marker /marker\n")
+        # The export's destination, emptied before every run.
+        sink = R.Registry(pki, work / "sink", name="sink")
+        stack.push(sink.stop)
+        export_ref = f"{sink.host}/bench/export:latest"
+        empty_sink = f"rm -rf {sink.data_dir}/docker {work}/export.tar"
 
         (work / "graveyard").mkdir()
         tools = {"kiln": Kiln(work, reg)}
@@ -226,6 +318,16 @@ def main():
             print("buildah: skipped (install buildah)")
 
         results = {}
+        peak = {}
+
+        def record_peaks():
+            for name in ("kiln", "buildkit"):
+                if name in tools:
+                    try:
+                        peak[name] = max(peak.get(name, 0), vm_hwm(tools[name].pid()))
+                    except (OSError, ValueError):
+                        pass
+
         for case, (c, df, cold) in {
             "cold RUN": (ctx, run_df, True),
             "cached RUN": (ctx, run_df, False),
@@ -234,16 +336,37 @@ def main():
         }.items():
             cmds = {name: (t.prepare_cold(), t.build(c, df)) for name, t in tools.items()}
             results[case] = hyperfine(work / "h.json", cold, cmds)
+            record_peaks()
 
-        print(f"{'case':<18}" + "".join(f"{n:>12}" for n in tools) + "   kiln vs faster peer")
+        export_out = work / "export.tar"
+        for case, command in {
+            "export 100MB push": lambda t: t.push(export_ctx, export_df, export_ref),
+            "export 100MB oci": lambda t: t.oci(export_ctx, export_df, export_ref, export_out),
+        }.items():
+            cmds = {name: (f"{t.prepare_image(export_ctx, export_df, export_ref)} && "
+                           f"{empty_sink}", command(t))
+                    for name, t in tools.items() if command(t)}
+            results[case] = hyperfine(work / "h.json", True, cmds, runs=HEAVY_RUNS)
+            record_peaks()
+        cmds = {name: (t.prepare_cold(), t.build(pull_ctx, pull_df)) for name, t in tools.items()}
+        results["pull 100MB cold"] = hyperfine(work / "h.json", True, cmds, runs=HEAVY_RUNS)
+        record_peaks()
+
+        big = seeder.images.get("big").layers
+        print(f"export: {export_size / 1e6:.0f} MB of /usr/lib in one layer over busybox; "
+              f"pull: a {len(big)}-layer image of {sum(x['size'] for x in big) / 1e6:.0f} MB")
+        peers = [n for n in tools if n != "kiln"]
+        print(f"{'case':<20}" + "".join(f"{n:>12}" for n in tools) +
+              "".join(f"{n + '/kiln':>16}" for n in peers))
         for case, r in results.items():
-            peers = [v for n, v in r.items() if n != "kiln"]
-            ratio = f"{min(peers) / r['kiln']:.1f}x faster" if peers else "-"
-            print(f"{case:<18}" + "".join(f"{r[n] * 1e3:>10.0f}ms" for n in tools) +
-                  f"   {ratio}")
-        print(f"peak RSS: kilnd {vm_hwm(tools['kiln'].pid()) / 1024:.1f} MB", end="")
+            line = f"{case:<20}" + "".join(
+                f"{r[n] * 1e3:>10.0f}ms" if n in r else f"{'-':>12}" for n in tools)
+            line += "".join(f"{r[n] / r['kiln']:>15.2f}x" if n in r else f"{'-':>16}"
+                            for n in peers)
+            print(line)
+        print(f"peak RSS: kilnd {peak.get('kiln', 0) / 1024:.1f} MB", end="")
         if "buildkit" in tools:
-            print(f", dockerd+BuildKit {vm_hwm(tools['buildkit'].pid()) / 1024:.1f} MB", end="")
+            print(f", dockerd+BuildKit {peak.get('buildkit', 0) / 1024:.1f} MB", end="")
         if "buildah" in tools:
             b = tools["buildah"]
             p = subprocess.run(f"/usr/bin/time -f %M sh -c '{b.build(ctx, run_df)}'",
@@ -252,7 +375,17 @@ def main():
         print()
     finally:
         stack.close()
+        unmount_below(work)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def unmount_below(path):
+    """Unmounts what a tool left mounted below path (a buildah overlay)."""
+    prefix = f"{path}/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@
  * context probe both ways.
  *
  * The first byte picks the decoder; the rest is JSON. Every input must
- * decode or fail with a message; a decoded request or entry list must
- * encode and decode again to the same JSON. No crashes, leaks or undefined
+ * decode or fail with a message; a decoded request, entry list or event
+ * must encode and decode again to the same JSON. No crashes, leaks or undefined
  * behaviour.
  */
 
@@ -76,10 +76,12 @@ static void entries(const json_t *j)
         kiln_api_context_entries_free(w, m);
 }
 
+/* A decoded event encodes, and decodes again to what encodes the same. */
 static void event(const json_t *j)
 {
-        struct kiln_api_build_event ev = { 0 };
+        struct kiln_api_build_event ev = { 0 }, again = { 0 };
         struct kiln_error *e = NULL;
+        json_t *out = NULL, *out2 = NULL;
 
         if (kiln_api_build_event_from_json(j, &ev, &e) < 0) {
                 if (!kiln_error_message(e))
@@ -87,7 +89,15 @@ static void event(const json_t *j)
                 kiln_error_free(e);
                 return;
         }
+        if (kiln_api_build_event_to_json(&ev, &out) < 0 ||
+            kiln_api_build_event_from_json(out, &again, &e) < 0 ||
+            kiln_api_build_event_to_json(&again, &out2) < 0)
+                abort();
+        check_same(out, out2);
+        json_decref(out);
+        json_decref(out2);
         kiln_api_build_event_release(&ev);
+        kiln_api_build_event_release(&again);
 }
 
 static void probe(const json_t *j)

@@ -26,6 +26,10 @@
  *     "version": "0.1.0",                 kilnd's version
  *     "pid": 1234,                        kilnd's process id
  *     "root": "/var/lib/kiln",            --root, absolute
+ *     "network": {                        the network RUN steps get by default
+ *       "mode": "cni",                    cni | host (what networkMode resolved to)
+ *       "pool": {"idle": 2, "inUse": 1, "created": 3, "released": 0}
+ *     },                                  pool: CNI namespaces, only with cni
  *     "config": {
  *       "configFile": "/etc/buildkit/buildkitd.toml",
  *                                         the file read; absent when the
@@ -190,9 +194,28 @@
  *    "secrets": [{"id": "x", "data": "<base64>"}],
  *                                         --secret: the contents, sent by the
  *                                         client; kept only in memory
- *    "ssh": [{"id": "default", "path": "/run/agent.sock"}]}
+ *    "ssh": [{"id": "default", "path": "/run/agent.sock"}],
  *                                         --ssh: agent sockets on the daemon's
  *                                         host
+ *    "outputs": [{"type": "image", "attrs": {"name": "a,b", "push": "true"}}]}
+ *                                         -o/--output, --push, --load, -t: the
+ *                                         exporters, as buildx sends them
+ *                                         (at most KILN_API_LIMIT_BUILD_OUTPUTS;
+ *                                         none: the result is only cached).
+ *                                         type: image, registry, oci, docker,
+ *                                         local or tar; attrs: strings, as
+ *                                         BuildKit's exporters take them:
+ *                                         name (comma-separated), push,
+ *                                         compression (uncompressed, gzip,
+ *                                         zstd), compression-level,
+ *                                         force-compression, oci-mediatypes,
+ *                                         rewrite-timestamp, store, unpack,
+ *                                         tar ("false": the client writes an
+ *                                         OCI/Docker layout directory; the
+ *                                         daemon sends the same tar);
+ *                                         attributes the daemon does not know
+ *                                         are ignored, as BuildKit does. dest
+ *                                         is never sent: the client keeps it.
  *
  * Every key but "dockerfile" and "contextKey" is optional; unknown keys
  * are refused (400). The answer is an event stream (see Images) whose
@@ -227,10 +250,40 @@
  *                                        build still asks (the cache key
  *                                        of a COPY is the content of what
  *                                        it copies).
+ *   export           index, exporter     the output outputs[index] (of type
+ *                                        exporter: oci, docker, local or
+ *                                        tar) is ready: the client GETs
+ *                                        /v1/build/<id>/export/<index> on
+ *                                        another connection, while it keeps
+ *                                        reading the stream, within
+ *                                        KILN_API_CONTEXT_TIMEOUT_S seconds.
+ *                                        The build goes on (its "result")
+ *                                        once that download has ended.
+ *                                        image and registry outputs run in
+ *                                        the daemon and send no such event.
  *   result           config (the image config, a JSON object), snapshot
  *                                        (the result's snapshot id; absent
- *                                        for an empty scratch result)
- *   error            error               final: the build failed
+ *                                        for an empty scratch result),
+ *                                        exporterResponse: what the outputs
+ *                                        made, as BuildKit's exporters
+ *                                        report it (absent without outputs):
+ *                                          {"containerimage.digest":
+ *                                             "sha256:...",   the manifest
+ *                                           "containerimage.config.digest":
+ *                                             "sha256:...",
+ *                                           "containerimage.descriptor":
+ *                                             {"mediaType", "digest", "size"},
+ *                                           "image.name": "a,b"}
+ *                                        (all strings but the descriptor;
+ *                                        image.name only when named)
+ *   error            error, source       final: the build failed. source,
+ *                                        when a Dockerfile step failed: where
+ *                                        that step's instruction is,
+ *                                        {"file": "Dockerfile", "lines":
+ *                                        [start, end]} (1-based, inclusive:
+ *                                        a continued instruction spans
+ *                                        lines), as buildx prints them with
+ *                                        ">>>"
  *
  * POST /v1/build/<id>/context/<name>: first, optionally, a probe: the
  * digest of the entries the client would send (sha256 of the entries
@@ -270,6 +323,20 @@
  * at most 64 GiB; the POST body 256 MiB.
  *
  * A client that disconnects from the build's stream cancels the build.
+ *
+ * GET /v1/build/<id>/export/<index>: the bytes of a client-side output,
+ * once the build sent its "export" event: status 200, "Content-Type:
+ * application/x-tar", chunked, streamed as it is made (the daemon writes
+ * only as fast as the client reads):
+ *   oci      an OCI image layout tar (oci-layout, index.json, blobs/)
+ *   docker   the same plus manifest.json, as `docker load` takes it
+ *   tar      the result's files as a tar
+ *   local    the same tar: the client extracts it into its directory
+ * A failure while streaming cuts the answer (no final chunk): the client
+ * must treat a download that does not end cleanly as failed; the build's
+ * stream then ends with the "error" event. 404 for an unknown build or an
+ * index that is not (or no longer) waiting; 409 when it is already being
+ * downloaded. A download the client abandons fails the build.
  */
 
 #include <jansson.h>
@@ -304,11 +371,18 @@ struct kiln_config;
 
 /* What the daemon knows about itself, for kiln_api_info_to_json. All
  * pointers are borrowed. */
+struct kiln_api_info_pool {
+        unsigned idle, in_use;
+        uint64_t created, released;
+};
+
 struct kiln_api_info {
         const char *version;
         pid_t pid;
         const char *root;
-        const char *config_file; /* NULL: no file was read */
+        const char *network_mode;              /* resolved: "cni" or "host"; NULL: absent */
+        const struct kiln_api_info_pool *pool; /* NULL: no CNI pool */
+        const char *config_file;               /* NULL: no file was read */
         const char *const *addresses;
         size_t n_addresses;
         const struct kiln_config *config; /* after kiln_config_set_defaults */
@@ -505,10 +579,15 @@ void kiln_api_inspect_release(struct kiln_api_inspect *in);
 #define KILN_API_LIMIT_CONTEXT_KEY 1024u
 /* Seconds the daemon waits for a requested context. */
 #define KILN_API_CONTEXT_TIMEOUT_S 600u
+/* Outputs of one build request, and attributes of one output. */
+#define KILN_API_LIMIT_BUILD_OUTPUTS 16u
+#define KILN_API_LIMIT_OUTPUT_ATTRS  256u
 
 /* "/v1/build/<id>/context/<name>" into a malloc'd string (id and name are
  * used as they are: build ids are hex, names [A-Za-z0-9_.-]). */
 char *kiln_api_build_context_path(const char *build_id, const char *name);
+/* "/v1/build/<id>/export/<index>" into a malloc'd string. */
+char *kiln_api_build_export_path(const char *build_id, unsigned index);
 
 /* A name with its value (build args, labels). */
 struct kiln_api_kv {
@@ -526,6 +605,16 @@ struct kiln_api_build_ssh {
         char *id;
         char *path;
 };
+
+/* One exporter entry of a build request (-o type=...,k=v). */
+struct kiln_api_build_output {
+        char *type; /* image, registry, oci, docker, local, tar */
+        struct kiln_api_kv *attrs;
+        size_t n_attrs;
+};
+
+/* The value of attribute key of o, or NULL when absent. */
+const char *kiln_api_build_output_attr(const struct kiln_api_build_output *o, const char *key);
 
 /* POST /v1/build's body. Everything is owned by the struct: release with
  * kiln_api_build_request_release (which wipes the secrets). Encoding
@@ -553,13 +642,17 @@ struct kiln_api_build_request {
         size_t n_secrets;
         struct kiln_api_build_ssh *ssh;
         size_t n_ssh;
+        struct kiln_api_build_output *outputs;
+        size_t n_outputs;
 };
 
 /* Encodes r (secrets base64-encoded). Returns 0, or -ENOMEM. Any thread. */
 int kiln_api_build_request_to_json(const struct kiln_api_build_request *r, json_t **ret);
 /* Strict: unknown keys, wrong types, missing required keys, more than the
  * limits above, a secret that is not base64, duplicate secret or ssh ids,
- * a network other than default/none/host all fail with -EINVAL (or
+ * a network other than default/none/host, an output of a type other than
+ * the six above ("exporter \"x\" could not be found", as BuildKit says)
+ * all fail with -EINVAL (or
  * -E2BIG) and a message for the client naming the key ("build request:
  * \"secrets\"[1]: \"data\" is not base64"). Secret contents never appear
  * in messages. Build args and labels come in the object's order (keys are
@@ -617,6 +710,7 @@ enum kiln_api_build_event_type {
         KILN_API_BUILD_EVENT_LOG,
         KILN_API_BUILD_EVENT_WARNING,
         KILN_API_BUILD_EVENT_CONTEXT_REQUEST,
+        KILN_API_BUILD_EVENT_EXPORT,
         KILN_API_BUILD_EVENT_RESULT,
         KILN_API_BUILD_EVENT_ERROR,
         _KILN_API_BUILD_EVENT_TYPE_MAX,
@@ -658,8 +752,14 @@ struct kiln_api_build_event {
         size_t n_include_patterns;
         char **exclude_patterns;
         size_t n_exclude_patterns;
-        json_t *config; /* result: the image config (a reference) */
-        char *snapshot; /* result */
+        json_t *config;            /* result: the image config (a reference) */
+        char *snapshot;            /* result */
+        json_t *exporter_response; /* result: an object (a reference), or NULL */
+        unsigned index;            /* export: the output's index in the request */
+        char *exporter;            /* export: its type */
+        char *source_file;         /* error: the failing step's Dockerfile, or NULL */
+        unsigned source_start;     /* error: its first and last line (1-based); */
+        unsigned source_end;       /*   0 when source_file is NULL */
 };
 
 /* Returns 0, -EINVAL for a type out of range, or -ENOMEM. Any thread. */

@@ -53,6 +53,19 @@ char *kiln_api_build_context_path(const char *build_id, const char *name)
         return kiln_xasprintf("%s/%s/context/%s", KILN_API_PATH_BUILD, build_id, name);
 }
 
+char *kiln_api_build_export_path(const char *build_id, unsigned index)
+{
+        return kiln_xasprintf("%s/%s/export/%u", KILN_API_PATH_BUILD, build_id, index);
+}
+
+const char *kiln_api_build_output_attr(const struct kiln_api_build_output *o, const char *key)
+{
+        for (size_t i = 0; i < o->n_attrs; i++)
+                if (streq(o->attrs[i].key, key))
+                        return o->attrs[i].value;
+        return NULL;
+}
+
 static const char b64_alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -221,6 +234,21 @@ int kiln_api_build_request_to_json(const struct kiln_api_build_request *req, jso
                 }
                 r |= kiln_api_json_set(o, "ssh", a);
         }
+        if (req->n_outputs > 0) {
+                json_t *a = json_array();
+
+                for (size_t i = 0; a && i < req->n_outputs; i++) {
+                        json_t *e = json_object();
+
+                        if (!e || kiln_api_json_set_str(e, "type", req->outputs[i].type) < 0 ||
+                            kiln_api_json_set(e, "attrs",
+                                              kv_to_json(req->outputs[i].attrs,
+                                                         req->outputs[i].n_attrs)) < 0 ||
+                            json_array_append_new(a, e) < 0)
+                                r = -ENOMEM;
+                }
+                r |= kiln_api_json_set(o, "outputs", a);
+        }
         return kiln_api_json_finish(o, r, ret);
 }
 
@@ -309,6 +337,7 @@ static const char *const build_event_types[_KILN_API_BUILD_EVENT_TYPE_MAX] = {
         [KILN_API_BUILD_EVENT_LOG] = "log",
         [KILN_API_BUILD_EVENT_WARNING] = "warning",
         [KILN_API_BUILD_EVENT_CONTEXT_REQUEST] = "context-request",
+        [KILN_API_BUILD_EVENT_EXPORT] = "export",
         [KILN_API_BUILD_EVENT_RESULT] = "result",
         [KILN_API_BUILD_EVENT_ERROR] = "error",
 };
@@ -398,13 +427,33 @@ int kiln_api_build_event_to_json(const struct kiln_api_build_event *ev, json_t *
                         kiln_api_json_strv((const char *const *) ev->exclude_patterns,
                                            ev->n_exclude_patterns));
                 break;
+        case KILN_API_BUILD_EVENT_EXPORT:
+                r |= kiln_api_json_set_uint(o, "index", ev->index);
+                r |= kiln_api_json_set_str(o, "exporter", ev->exporter);
+                break;
         case KILN_API_BUILD_EVENT_RESULT:
                 r |= kiln_api_json_set(o, "config",
                                        ev->config ? json_incref(ev->config) : json_object());
                 r |= kiln_api_json_set_str(o, "snapshot", ev->snapshot);
+                if (ev->exporter_response)
+                        r |= kiln_api_json_set(o, "exporterResponse",
+                                               json_incref(ev->exporter_response));
                 break;
         case KILN_API_BUILD_EVENT_ERROR:
                 r |= kiln_api_json_set_str(o, "error", ev->error ? ev->error : "unknown error");
+                if (ev->source_file) {
+                        json_t *src = json_object();
+
+                        if (!src) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        r |= kiln_api_json_set_str(src, "file", ev->source_file);
+                        r |= kiln_api_json_set(src, "lines",
+                                               json_pack("[II]", (json_int_t) ev->source_start,
+                                                         (json_int_t) ev->source_end));
+                        r |= kiln_api_json_set(o, "source", src);
+                }
                 break;
         case _KILN_API_BUILD_EVENT_TYPE_MAX:
         case _KILN_API_BUILD_EVENT_TYPE_INVALID:
@@ -549,6 +598,11 @@ void kiln_api_build_request_release(struct kiln_api_build_request *req)
                 free(req->ssh[i].path);
         }
         free(req->ssh);
+        for (size_t i = 0; req->outputs && i < req->n_outputs; i++) {
+                free(req->outputs[i].type);
+                kv_free(req->outputs[i].attrs, req->outputs[i].n_attrs);
+        }
+        free(req->outputs);
         *req = (struct kiln_api_build_request){ 0 };
 }
 
@@ -653,13 +707,73 @@ static int get_ssh(const json_t *o, const char *what, struct kiln_api_build_requ
         return 0;
 }
 
+static bool output_type_known(const char *t)
+{
+        static const char *const known[] = { "image", "registry", "oci", "docker", "local", "tar" };
+
+        for (size_t i = 0; i < ELEMENTSOF(known); i++)
+                if (streq(t, known[i]))
+                        return true;
+        return false;
+}
+
+static int get_outputs(const json_t *o, const char *what, struct kiln_api_build_request *req,
+                       struct kiln_error **err)
+{
+        static const char *const keys[] = { "type", "attrs", NULL };
+        const json_t *v = json_object_get(o, "outputs");
+        size_t n;
+
+        if (!v || json_is_null(v))
+                return 0;
+        if (!json_is_array(v))
+                return kiln_error_set(err, -EINVAL, "%s: \"outputs\" must be an array", what);
+        n = json_array_size(v);
+        if (n > KILN_API_LIMIT_BUILD_OUTPUTS)
+                return kiln_error_set(err, -E2BIG, "%s: more than %u outputs", what,
+                                      KILN_API_LIMIT_BUILD_OUTPUTS);
+        req->outputs = kiln_xcalloc(n + 1, sizeof(*req->outputs));
+        for (size_t i = 0; i < n; i++) {
+                const json_t *e = json_array_get(v, i), *attrs;
+                struct kiln_api_build_output *out = &req->outputs[i];
+                _cleanup_free_ char *w = kiln_xasprintf("%s: \"outputs\"[%zu]", what, i);
+                int r;
+
+                if (!json_is_object(e))
+                        return kiln_error_set(err, -EINVAL, "%s: expected an object", w);
+                req->n_outputs++;
+                r = kiln_api_json_check_keys(e, w, keys, err);
+                if (r >= 0)
+                        r = kiln_api_json_get_str(e, w, "type", true, KILN_API_LIMIT_REF,
+                                                  &out->type, err);
+                if (r >= 0)
+                        r = get_kv(e, w, "attrs", &out->attrs, &out->n_attrs, err);
+                if (r < 0)
+                        return r;
+                attrs = json_object_get(e, "attrs");
+                if (json_object_size(attrs) > KILN_API_LIMIT_OUTPUT_ATTRS)
+                        return kiln_error_set(err, -E2BIG, "%s: more than %u attributes", w,
+                                              KILN_API_LIMIT_OUTPUT_ATTRS);
+                if (!output_type_known(out->type))
+                        return kiln_error_set(err, -EINVAL,
+                                              "%s: exporter \"%s\" could not be found", w,
+                                              out->type);
+        }
+        return 0;
+}
+
 int kiln_api_build_request_from_json(const json_t *j, struct kiln_api_build_request *ret,
                                      struct kiln_error **err)
 {
         static const char *const keys[] = {
-                "dockerfile", "dockerfileName", "dockerignore", "contextKey", "buildArgs",
-                "labels",     "target",         "platform",     "noCache",    "noCacheFilter",
-                "addHosts",   "network",        "secrets",      "ssh",        "allow",
+                "dockerfile",   "dockerfileName",
+                "dockerignore", "contextKey",
+                "buildArgs",    "labels",
+                "target",       "platform",
+                "noCache",      "noCacheFilter",
+                "addHosts",     "network",
+                "secrets",      "ssh",
+                "allow",        "outputs",
                 NULL,
         };
         _cleanup_(kiln_api_build_request_release) struct kiln_api_build_request req = { 0 };
@@ -708,6 +822,8 @@ int kiln_api_build_request_from_json(const json_t *j, struct kiln_api_build_requ
                 r = get_secrets(j, what, &req, err);
         if (r >= 0)
                 r = get_ssh(j, what, &req, err);
+        if (r >= 0)
+                r = get_outputs(j, what, &req, err);
         if (r < 0)
                 return r;
         if (req.context_key[0] == '\0')
@@ -996,7 +1112,42 @@ void kiln_api_build_event_release(struct kiln_api_build_event *ev)
         strv_free_n(ev->exclude_patterns, ev->n_exclude_patterns);
         json_decref(ev->config);
         free(ev->snapshot);
+        json_decref(ev->exporter_response);
+        free(ev->exporter);
+        free(ev->source_file);
         *ev = (struct kiln_api_build_event){ 0 };
+}
+
+/* The error event's {"file", "lines": [start, end]}. */
+static int get_source(const json_t *j, struct kiln_api_build_event *ev, struct kiln_error **err)
+{
+        const json_t *src = json_object_get(j, "source"), *lines;
+        json_int_t a, b;
+        int r;
+
+        if (!src || json_is_null(src))
+                return 0;
+        if (!json_is_object(src))
+                return kiln_error_set(err, -EBADMSG, "error: \"source\" must be an object");
+        r = kiln_api_json_get_str(src, "error source", "file", true, KILN_API_LIMIT_CONTEXT_PATH,
+                                  &ev->source_file, err);
+        if (r < 0)
+                return r;
+        lines = json_object_get(src, "lines");
+        if (!json_is_array(lines) || json_array_size(lines) != 2 ||
+            !json_is_integer(json_array_get(lines, 0)) ||
+            !json_is_integer(json_array_get(lines, 1)))
+                return kiln_error_set(err, -EBADMSG,
+                                      "error: \"source\": \"lines\" must be [start, end]");
+        a = json_integer_value(json_array_get(lines, 0));
+        b = json_integer_value(json_array_get(lines, 1));
+        if (a < 1 || b < a || b > UINT32_MAX)
+                return kiln_error_set(err, -EBADMSG,
+                                      "error: \"source\": bad line range [%lld, %lld]",
+                                      (long long) a, (long long) b);
+        ev->source_start = (unsigned) a;
+        ev->source_end = (unsigned) b;
+        return 0;
 }
 
 int kiln_api_build_event_from_json(const json_t *j, struct kiln_api_build_event *ret,
@@ -1105,11 +1256,27 @@ int kiln_api_build_event_from_json(const json_t *j, struct kiln_api_build_event 
                         ev.config = json_incref((json_t *) c);
                 if (r >= 0)
                         r = kiln_api_json_get_str(j, type, "snapshot", false, 0, &ev.snapshot, err);
+                c = json_object_get(j, "exporterResponse");
+                if (r >= 0 && c && !json_is_null(c) && !json_is_object(c))
+                        r = kiln_error_set(err, -EBADMSG,
+                                           "result: \"exporterResponse\" must be an object");
+                if (r >= 0 && json_is_object(c))
+                        ev.exporter_response = json_incref((json_t *) c);
                 break;
         }
+        case KILN_API_BUILD_EVENT_EXPORT:
+                if (r >= 0)
+                        r = kiln_api_json_get_int(j, type, "index", true, 0,
+                                                  KILN_API_LIMIT_BUILD_OUTPUTS - 1, &v, err);
+                ev.index = (unsigned) v;
+                if (r >= 0)
+                        r = kiln_api_json_get_str(j, type, "exporter", true, 0, &ev.exporter, err);
+                break;
         case KILN_API_BUILD_EVENT_ERROR:
                 if (r >= 0)
                         r = kiln_api_json_get_str(j, type, "error", true, 0, &ev.error, err);
+                if (r >= 0)
+                        r = get_source(j, &ev, err);
                 break;
         case _KILN_API_BUILD_EVENT_TYPE_MAX:
         case _KILN_API_BUILD_EVENT_TYPE_INVALID:

@@ -267,6 +267,18 @@ int kiln_api_info_to_json(const struct kiln_api_info *info, json_t **ret)
         r |= kiln_api_json_set(o, "version", json_str(info->version));
         r |= kiln_api_json_set(o, "pid", json_integer(info->pid));
         r |= kiln_api_json_set(o, "root", json_str(info->root));
+        if (info->network_mode) {
+                json_t *n = json_pack("{s:s}", "mode", info->network_mode);
+
+                if (n && info->pool)
+                        r |= kiln_api_json_set(
+                                n, "pool",
+                                json_pack("{s:i, s:i, s:I, s:I}", "idle", (int) info->pool->idle,
+                                          "inUse", (int) info->pool->in_use, "created",
+                                          (json_int_t) info->pool->created, "released",
+                                          (json_int_t) info->pool->released));
+                r |= kiln_api_json_set(o, "network", n);
+        }
         if (r == 0 && config_to_json(info, &config) == 0)
                 r |= kiln_api_json_set(o, "config", config);
         else

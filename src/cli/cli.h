@@ -240,13 +240,22 @@ struct kiln_cli_progress_options {
         /* The clock (CLOCK_REALTIME, ns) the renderer schedules and times
          * open intervals with; NULL: the real one. For tests. */
         int64_t (*now_ns)(void);
+        /* Draw on every update. Otherwise, as buildx: at most once per
+         * 100 ms (TTY_DISPLAY_RATE ms), and with the real clock a thread
+         * of the renderer refreshes the view 150 ms after the last update
+         * (what the rate held back, tty timers). */
+        bool display_every_update;
 };
 
 struct kiln_cli_progress;
 
 /* A renderer. AUTO becomes TTY or PLAIN by isatty(fd); TTY on something
  * that is not a terminal fails with -ENOTTY ("failed to get console: ...").
- * Owned by the caller (kiln_cli_progress_free). One thread. */
+ * Owned by the caller (kiln_cli_progress_free). Its functions are called
+ * from one thread; output may also come from the renderer's own refresher
+ * thread (plain and tty with the real clock) until kiln_cli_progress_done
+ * or _free, which stop it (other writes to fd meanwhile may interleave
+ * with its lines). */
 int kiln_cli_progress_new(const struct kiln_cli_progress_options *o, struct kiln_cli_progress **ret,
                           struct kiln_error **err);
 struct kiln_cli_progress *kiln_cli_progress_free(struct kiln_cli_progress *p);
@@ -256,7 +265,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_cli_progress *, kiln_cli_progress_free);
 enum kiln_cli_progress_mode kiln_cli_progress_mode(const struct kiln_cli_progress *p);
 
 /* Takes one progress event of a build stream (vertex, status, log,
- * warning; other types are ignored) and prints what it changes, as
+ * warning; an error event's source location is kept for
+ * kiln_cli_progress_print_source; other types are ignored) and prints what
+ * it changes, as
  * BuildKit's display does with one SolveStatus. The event is borrowed. A
  * warning names no vertex: it belongs to the first vertex (the Dockerfile's
  * "load build definition"), as BuildKit attaches lint warnings there. */
@@ -275,6 +286,25 @@ size_t kiln_cli_progress_n_warnings(const struct kiln_cli_progress *p);
  * ("buildx.build.warnings": [{"vertex", "level", "short" (base64),
  * "url"}]); a new reference, or NULL when there is none. */
 json_t *kiln_cli_progress_warnings_json(const struct kiln_cli_progress *p);
+
+/* The Dockerfile of the build (name as -f gave its base name, text of
+ * len bytes), copied: what the failure report quotes lines from. Call
+ * before the stream starts; a second call replaces the first. */
+void kiln_cli_progress_set_source(struct kiln_cli_progress *p, const char *name, const char *text,
+                                  size_t len);
+
+/* After kiln_cli_progress_done and the warnings, before "ERROR: ...":
+ * when the build's "error" event (given to kiln_cli_progress_event like
+ * the others) named the failing instruction's lines and the Dockerfile
+ * was set, prints them as buildx does in every progress mode:
+ *   Dockerfile:2
+ *   --------------------
+ *      1 |     FROM alpine
+ *      2 | >>> RUN exit 1
+ *      3 |
+ *   --------------------
+ * (a few lines of context; nothing when there is no location). */
+void kiln_cli_progress_print_source(const struct kiln_cli_progress *p, FILE *f);
 
 /* Docker's units.Bytes with "%.2f", as BuildKit prints sizes: "123B",
  * "1.23kB", "3.62MB". */
@@ -347,3 +377,156 @@ void kiln_cli_context_tar_stats(const struct kiln_cli_context_tar *t, uint64_t *
                                 uint64_t *bytes);
 struct kiln_cli_context_tar *kiln_cli_context_tar_free(struct kiln_cli_context_tar *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_cli_context_tar *, kiln_cli_context_tar_free);
+
+/* ---- Build outputs (output.c) ---- */
+
+#include "api/api.h"
+
+struct kiln_cli_http_target;
+
+/* Bytes of `docker load`'s output kept to be shown. */
+#define KILN_CLI_LIMIT_DOCKER_LOAD_OUTPUT (1u << 20)
+/* How long the Docker engine has to answer GET /_ping before --load. */
+#define KILN_CLI_DOCKER_PING_TIMEOUT_MS 10000u
+/* Entries of one extracted output (oci tar=false, local). */
+#define KILN_CLI_LIMIT_OUTPUT_ENTRIES 10000000u
+/* The Docker engine --load talks to when DOCKER_HOST is unset. */
+#define KILN_CLI_DOCKER_HOST_DEFAULT "unix:///var/run/docker.sock"
+
+/* Where the bytes of an output go on the client. */
+enum kiln_cli_output_sink {
+        KILN_CLI_OUTPUT_SINK_NONE,        /* nothing comes back: image/registry, run daemon-side */
+        KILN_CLI_OUTPUT_SINK_FILE,        /* dest, replaced atomically once complete */
+        KILN_CLI_OUTPUT_SINK_STDOUT,      /* dest=- */
+        KILN_CLI_OUTPUT_SINK_DIR,         /* extracted into the directory dest */
+        KILN_CLI_OUTPUT_SINK_DOCKER_LOAD, /* piped into `docker load` */
+        _KILN_CLI_OUTPUT_SINK_MAX,
+        _KILN_CLI_OUTPUT_SINK_INVALID = -EINVAL,
+};
+
+/* One output of a build: what the daemon is asked for (api: type and
+ * attrs, as buildx sends exporter entries; dest never among them) and
+ * where the client puts what comes back. Owned. */
+struct kiln_cli_output {
+        struct kiln_api_build_output api;
+        enum kiln_cli_output_sink sink;
+        char *dest; /* FILE, DIR: the path as given; else NULL */
+};
+
+struct kiln_cli_outputs {
+        struct kiln_cli_output *v;
+        size_t n;
+        /* A "cacheonly" output was given: no output, on purpose (no
+         * "No output specified" warning). */
+        bool cache_only;
+};
+
+struct kiln_cli_outputs_options {
+        const char *const *specs; /* -o values, buildx's CSV syntax; "" skipped */
+        size_t n_specs;
+        bool push;               /* --push */
+        bool load;               /* --load */
+        const char *const *tags; /* -t values, already checked as references */
+        size_t n_tags;
+        bool stdout_is_terminal; /* dest=- is refused on a terminal */
+};
+
+/*
+ * Turns -o/--push/--load/-t into outputs as buildx does (ExportEntry
+ * parsing, CreateExports, --push/--load merging, names from tags):
+ *   "PATH" alone is type=local,dest=PATH; "-" is type=tar to stdout;
+ *   type=registry becomes type=image,push=true (unpack=false unless given);
+ *   --push sets push=true on every image output, else adds one; --load adds
+ *   type=docker (no dest) unless a docker output without dest exists;
+ *   oci/docker with tar=false, and local, need a directory dest; tar, and
+ *   oci/docker as tar, write dest or stdout ("-", or no dest but docker);
+ *   docker without dest (tar) is loaded into the local Docker engine;
+ *   -t names (comma-joined) become attr "name" of image, oci and docker
+ *   outputs; "cacheonly" outputs are dropped.
+ * Errors are buildx's ("type is required for output", "dest is required
+ * for local exporter", "tag is needed when pushing to registry", ...),
+ * -EINVAL; an unknown type fails as BuildKit would ("exporter \"x\" could
+ * not be found"). Checks the destinations on disk (a file where a
+ * directory is needed and the reverse) but creates nothing. *ret is
+ * released with kiln_cli_outputs_release, also on failure. One thread.
+ */
+int kiln_cli_outputs_parse(const struct kiln_cli_outputs_options *o, struct kiln_cli_outputs *ret,
+                           struct kiln_error **err);
+void kiln_cli_outputs_release(struct kiln_cli_outputs *o);
+
+/* Copies the outputs' api entries into r->outputs (appended). */
+void kiln_cli_outputs_to_request(const struct kiln_cli_outputs *o,
+                                 struct kiln_api_build_request *r);
+
+/* Whether any output needs a Docker engine on this machine (--load). */
+bool kiln_cli_outputs_need_docker(const struct kiln_cli_outputs *o);
+
+/* The engine --load talks to: $DOCKER_HOST when set and not empty, else
+ * KILN_CLI_DOCKER_HOST_DEFAULT. Borrowed from the environment. */
+const char *kiln_cli_docker_host(void);
+
+/* Checks, before a build, that `docker load` can work: the docker program
+ * is in PATH and the engine at host (unix:// or tcp://; tcp with TLS when
+ * DOCKER_TLS_VERIFY is set, certificates from DOCKER_CERT_PATH, else
+ * ~/.docker) answers GET /_ping with 200. Other schemes are left to the
+ * docker program. Fails with -EHOSTDOWN (or -ENOENT: no docker program)
+ * and a message naming host and the cause that says how to get the image
+ * otherwise. */
+int kiln_cli_docker_check(const char *host, struct kiln_error **err);
+
+/* Receives the bytes of one output and puts them where it goes. Created
+ * for a FILE, STDOUT, DIR or DOCKER_LOAD output; fed with
+ * kiln_cli_output_writer_write; then kiln_cli_output_writer_finish (complete:
+ * the file is renamed into place, the extraction or `docker load` waited
+ * for) or kiln_cli_output_writer_free alone (failed: the temporary file is
+ * removed, the extraction stopped, `docker load` killed). A DIR sink
+ * extracts with libarchive's secure options (no "..", no absolute paths,
+ * nothing through a symbolic link), modes and times kept, owners only
+ * when running as root, device nodes only as root. One thread per sink;
+ * the sink uses a thread (DIR) or a child process (DOCKER_LOAD) of its
+ * own. */
+struct kiln_cli_output_writer;
+
+int kiln_cli_output_writer_new(const struct kiln_cli_output *o, struct kiln_cli_output_writer **ret,
+                               struct kiln_error **err);
+int kiln_cli_output_writer_write(struct kiln_cli_output_writer *s, const void *buf, size_t n,
+                                 struct kiln_error **err);
+/* On success with DOCKER_LOAD, *ret_output (when not NULL) gets what
+ * `docker load` printed ("Loaded image: ..."), malloc'd. */
+int kiln_cli_output_writer_finish(struct kiln_cli_output_writer *s, char **ret_output,
+                                  struct kiln_error **err);
+struct kiln_cli_output_writer *kiln_cli_output_writer_free(struct kiln_cli_output_writer *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_cli_output_writer *, kiln_cli_output_writer_free);
+
+/* One output's download, GET /v1/build/<id>/export/<index>, run on a
+ * thread of its own so that the caller keeps reading the build's events.
+ * target and o are borrowed until kiln_cli_export_wait or _free. */
+struct kiln_cli_export;
+
+int kiln_cli_export_start(const struct kiln_cli_http_target *target, const char *build_id,
+                          unsigned index, const struct kiln_cli_output *o,
+                          struct kiln_cli_export **ret, struct kiln_error **err);
+/* Waits for the download and the sink; the result of the whole export.
+ * *ret_output as kiln_cli_output_writer_finish. *ret_local (when not NULL)
+ * tells a failure of the client's side (the file, the extraction, docker
+ * load) from one of the download (which a daemon-side failure causes). */
+int kiln_cli_export_wait(struct kiln_cli_export *x, char **ret_output, bool *ret_local,
+                         struct kiln_error **err);
+/* Makes a running download stop soon (kiln_cli_export_wait then fails
+ * with -ECANCELED, or with the writer's own failure). Any thread. */
+void kiln_cli_export_cancel(struct kiln_cli_export *x);
+/* Stops a download that has not been waited for (its sink discards what
+ * it wrote) and frees x. */
+struct kiln_cli_export *kiln_cli_export_free(struct kiln_cli_export *x);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_cli_export *, kiln_cli_export_free);
+
+/* buildx's metadata file: the exporter response (NULL: none) decoded as
+ * buildx's decodeExporterResponse does (strings holding base64 JSON become
+ * JSON), with "buildx.build.ref" = ref. A new reference, NULL when out of
+ * memory. */
+json_t *kiln_cli_build_metadata(const json_t *exporter_response, const char *ref);
+
+/* What --quiet prints: containerimage.config.digest when the response has
+ * it, else containerimage.digest, else "" (buildx's getImageID).
+ * Borrowed from the response. */
+const char *kiln_cli_build_image_id(const json_t *exporter_response);

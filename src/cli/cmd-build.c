@@ -12,9 +12,12 @@
  *   4. SIGINT/SIGTERM cancel: the connections to the daemon are shut down,
  *      which makes it cancel the build, and kiln reports it as buildx does
  *
- * Outputs (--output, --push, --load) are parsed and checked; the daemon has
- * no exporters yet, so a build keeps its result in the build cache and kiln
- * says so.
+ *   5. outputs (output.c): -o/--push/--load/-t go into the request as
+ *      buildx's exporter entries; when the daemon announces an output
+ *      whose bytes come back ("export"), a thread downloads it into its
+ *      file, stdout, directory or `docker load` while the events go on;
+ *      the result carries the exporter response (--metadata-file,
+ *      --quiet's image ID)
  */
 #include <archive.h>
 #include <archive_entry.h>
@@ -405,55 +408,6 @@ static int parse_add_host(const char *h, char ***ret, size_t *n_ret, struct kiln
                         return kiln_error_set(err, -EINVAL, "invalid host %s", h);
                 entry = kiln_xasprintf("%s:%s", host, tok);
                 strv_push(ret, n_ret, entry);
-        }
-        return 0;
-}
-
-struct output {
-        char *type;
-        char *dest;
-};
-
-/* buildx's ExportEntry parsing: "type=...,dest=...,k=v", a bare path (type
- * local) or "-" (type tar to stdout). */
-static int parse_output(const char *s, struct output *ret, struct kiln_error **err)
-{
-        _cleanup_(kiln_cli_strv_freep) char **fields = NULL;
-        size_t n = 0;
-        int r;
-
-        *ret = (struct output){ 0 };
-        r = kiln_cli_csv_split(s, &fields, &n, err);
-        if (r < 0)
-                return r;
-        if (n == 1 && streq(fields[0], s) && !startswith(s, "type=")) {
-                ret->type = kiln_xstrdup(streq(s, "-") ? "tar" : "local");
-                ret->dest = kiln_xstrdup(s);
-                return 0;
-        }
-        for (size_t i = 0; i < n; i++) {
-                const char *eq = strchr(fields[i], '=');
-
-                if (!eq) {
-                        free(ret->type);
-                        free(ret->dest);
-                        return kiln_error_set(err, -EINVAL, "invalid value %s", fields[i]);
-                }
-                if (strncasecmp(fields[i], "type", (size_t) (eq - fields[i])) == 0 &&
-                    eq - fields[i] == 4) {
-                        free(ret->type);
-                        ret->type = kiln_xstrdup(eq + 1);
-                } else if (strncasecmp(fields[i], "dest", (size_t) (eq - fields[i])) == 0 &&
-                           eq - fields[i] == 4) {
-                        free(ret->dest);
-                        ret->dest = kiln_xstrdup(eq + 1);
-                }
-        }
-        if (!ret->type || !ret->type[0]) {
-                free(ret->type);
-                free(ret->dest);
-                *ret = (struct output){ 0 };
-                return kiln_error_set(err, -EINVAL, "type is required for output");
         }
         return 0;
 }
@@ -976,6 +930,12 @@ struct build {
         char *error;
         bool have_result;
         struct kiln_error *fail; /* a client-side failure that ended the stream */
+        const struct kiln_cli_outputs *outputs;
+        struct kiln_cli_export *exports[KILN_API_LIMIT_BUILD_OUTPUTS];
+        json_t *exporter_response; /* the result's */
+        /* `docker load`'s step in the progress, as buildx shows it */
+        char load_digest[7 + KILN_SHA256_HEX_LEN + 1];
+        char load_started[KILN_API_TIME_SIZE];
 };
 
 /* Returns 1 when the daemon has the context whose entry list is body, 0
@@ -1096,6 +1056,120 @@ out:
         return r;
 }
 
+/* ---- outputs ---- */
+
+/* buildx's BUILDX_NO_DEFAULT_LOAD: no default output, and no warning about
+ * the missing one. */
+static bool no_default_load(void)
+{
+        const char *v = getenv("BUILDX_NO_DEFAULT_LOAD");
+
+        return v && (streq(v, "1") || streq(v, "t") || streq(v, "T") || streq(v, "true") ||
+                     streq(v, "TRUE") || streq(v, "True"));
+}
+
+/* "importing to docker": buildx's step around `docker load`, with what
+ * docker load printed as its log. */
+static void load_step(struct build *bd, bool done, const char *error, const char *output)
+{
+        char now[KILN_API_TIME_SIZE];
+        struct kiln_api_build_event ev = {
+                .type = KILN_API_BUILD_EVENT_VERTEX,
+                .digest = bd->load_digest,
+                .name = (char *) "importing to docker",
+                .started = bd->load_started,
+                .time = now,
+        };
+
+        kiln_api_time_now(now);
+        if (!done) {
+                kiln_api_time_now(bd->load_started);
+                kiln_cli_progress_event(bd->progress, &ev);
+                return;
+        }
+        if (output && output[0]) {
+                _cleanup_free_ char *text = kiln_xasprintf("%s\n", output);
+                struct kiln_api_build_event log = {
+                        .type = KILN_API_BUILD_EVENT_LOG,
+                        .vertex = bd->load_digest,
+                        .stream = 1,
+                        .data = (uint8_t *) text,
+                        .len = strlen(text),
+                        .time = now,
+                };
+
+                kiln_cli_progress_event(bd->progress, &log);
+        }
+        ev.completed = now;
+        ev.error = (char *) error;
+        kiln_cli_progress_event(bd->progress, &ev);
+}
+
+static int start_export(struct build *bd, const struct kiln_api_build_event *ev,
+                        struct kiln_error **err)
+{
+        const struct kiln_cli_output *o;
+        int r;
+
+        if (!bd->id)
+                return kiln_error_set(err, -EBADMSG,
+                                      "the daemon sent an output before naming the build");
+        if (ev->index >= bd->outputs->n || bd->exports[ev->index] ||
+            bd->outputs->v[ev->index].sink == KILN_CLI_OUTPUT_SINK_NONE)
+                return kiln_error_set(err, -EBADMSG,
+                                      "the daemon sent output %u, which kiln does not expect",
+                                      ev->index);
+        o = &bd->outputs->v[ev->index];
+        r = kiln_cli_export_start(&bd->target, bd->id, ev->index, o, &bd->exports[ev->index], err);
+        if (r < 0)
+                return r;
+        if (o->sink == KILN_CLI_OUTPUT_SINK_DOCKER_LOAD) {
+                _cleanup_free_ char *seed =
+                        kiln_xasprintf("importing to docker %s %u", bd->id, ev->index);
+
+                kiln_sha256_hex(seed, strlen(seed), bd->load_digest + 7);
+                memcpy(bd->load_digest, "sha256:", 7);
+                load_step(bd, false, NULL, NULL);
+        }
+        return 0;
+}
+
+/* Waits for the outputs the client writes. With cancel (the build failed
+ * or ended early), stops them first; an output's own failure (its file,
+ * its extraction, docker load) is then still the error worth reporting.
+ * Returns 0, or the first failure (*err set). */
+static int finish_exports(struct build *bd, bool cancel, struct kiln_error **err)
+{
+        int ret = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(bd->exports); i++) {
+                _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+                _cleanup_free_ char *output = NULL;
+                bool local = false;
+                int r;
+
+                if (!bd->exports[i])
+                        continue;
+                if (cancel)
+                        kiln_cli_export_cancel(bd->exports[i]);
+                r = kiln_cli_export_wait(bd->exports[i], &output, &local, &e);
+                bd->exports[i] = kiln_cli_export_free(bd->exports[i]);
+                /* a cancelled build cut the pipe: that is no failure of docker */
+                if (bd->outputs->v[i].sink == KILN_CLI_OUTPUT_SINK_DOCKER_LOAD)
+                        load_step(bd, true,
+                                  r >= 0            ? NULL
+                                  : build_cancelled ? "context canceled"
+                                                    : kiln_error_message(e),
+                                  output);
+                if (r < 0 && ret == 0 && (!cancel || local)) {
+                        kiln_error_free(*err);
+                        *err = TAKE_PTR(e);
+                        ret = r;
+                }
+        }
+        return ret;
+}
+
 static int on_build_event(json_t *j, void *userdata, struct kiln_error **err)
 {
         struct build *bd = userdata;
@@ -1126,12 +1200,29 @@ static int on_build_event(json_t *j, void *userdata, struct kiln_error **err)
                         r = kiln_error_set(err, r, "context");
                 }
                 break;
+        case KILN_API_BUILD_EVENT_EXPORT:
+                r = start_export(bd, &ev, &e);
+                if (r < 0) {
+                        bd->fail = TAKE_PTR(e);
+                        r = kiln_error_set(err, r, "export");
+                }
+                break;
         case KILN_API_BUILD_EVENT_RESULT:
+                /* the daemon sends the result once the downloads ended */
+                r = finish_exports(bd, false, &e);
+                if (r < 0) {
+                        bd->fail = TAKE_PTR(e);
+                        r = kiln_error_set(err, r, "export");
+                        break;
+                }
                 bd->have_result = true;
+                json_decref(bd->exporter_response);
+                bd->exporter_response = json_incref(ev.exporter_response);
                 break;
         case KILN_API_BUILD_EVENT_ERROR:
                 free(bd->error);
                 bd->error = kiln_xstrdup(ev.error && ev.error[0] ? ev.error : "unknown error");
+                kiln_cli_progress_event(bd->progress, &ev);
                 break;
         case KILN_API_BUILD_EVENT_VERTEX:
         case KILN_API_BUILD_EVENT_STATUS:
@@ -1150,10 +1241,12 @@ static int on_build_event(json_t *j, void *userdata, struct kiln_error **err)
 /* ---- metadata file ---- */
 
 static int write_metadata(const char *file, const struct kiln_cli_builder *b, const char *id,
-                          const struct kiln_cli_progress *p, struct kiln_error **err)
+                          const struct kiln_cli_progress *p, const json_t *exporter_response,
+                          struct kiln_error **err)
 {
-        json_t *o = json_object(), *w = kiln_cli_progress_warnings_json(p);
         _cleanup_free_ char *ref = kiln_xasprintf("%s/%s/%s", b->name, b->node, id ? id : "");
+        json_t *o = kiln_cli_build_metadata(exporter_response, ref),
+               *w = kiln_cli_progress_warnings_json(p);
         char *text;
         int r;
 
@@ -1161,7 +1254,6 @@ static int write_metadata(const char *file, const struct kiln_cli_builder *b, co
                 json_decref(w);
                 return kiln_error_set(err, -ENOMEM, "out of memory");
         }
-        (void) json_object_set_new(o, "buildx.build.ref", json_string(ref));
         if (w)
                 (void) json_object_set_new(o, "buildx.build.warnings", w);
         text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -1179,18 +1271,13 @@ static int write_metadata(const char *file, const struct kiln_cli_builder *b, co
 
 struct request {
         struct kiln_api_build_request req;
-        struct output *outputs;
-        size_t n_outputs;
+        struct kiln_cli_outputs outputs;
 };
 
 static void request_release(struct request *q)
 {
         kiln_api_build_request_release(&q->req);
-        for (size_t i = 0; i < q->n_outputs; i++) {
-                free(q->outputs[i].type);
-                free(q->outputs[i].dest);
-        }
-        free(q->outputs);
+        kiln_cli_outputs_release(&q->outputs);
 }
 
 static int parse_request(const struct kiln_cli_args *args, struct request *q,
@@ -1316,36 +1403,19 @@ static int parse_request(const struct kiln_cli_args *args, struct request *q,
                 q->req.ssh[j] = s;
         }
 
-        for (size_t i = 0; i < v[OPT_OUTPUT].n; i++) {
-                struct output o;
-
-                if (!v[OPT_OUTPUT].v[i][0])
-                        continue;
-                r = parse_output(v[OPT_OUTPUT].v[i], &o, err);
-                if (r < 0)
-                        return r;
-                q->outputs = kiln_xreallocarray(q->outputs, q->n_outputs + 1, sizeof(*q->outputs));
-                q->outputs[q->n_outputs++] = o;
-        }
-        if (v[OPT_PUSH].b) {
-                q->outputs = kiln_xreallocarray(q->outputs, q->n_outputs + 1, sizeof(*q->outputs));
-                q->outputs[q->n_outputs++] = (struct output){ .type = kiln_xstrdup("registry") };
-        }
-        if (v[OPT_LOAD].b) {
-                q->outputs = kiln_xreallocarray(q->outputs, q->n_outputs + 1, sizeof(*q->outputs));
-                q->outputs[q->n_outputs++] = (struct output){ .type = kiln_xstrdup("docker") };
-        }
-        for (size_t i = 0; i < q->n_outputs; i++) {
-                static const char *const known[] = { "image", "registry", "oci",      "docker",
-                                                     "local", "tar",      "cacheonly" };
-                bool ok = false;
-
-                for (size_t k = 0; k < ELEMENTSOF(known); k++)
-                        ok = ok || streq(q->outputs[i].type, known[k]);
-                if (!ok)
-                        return kiln_error_set(err, -EINVAL, "invalid output type \"%s\"",
-                                              q->outputs[i].type);
-        }
+        r = kiln_cli_outputs_parse(
+                &(struct kiln_cli_outputs_options){
+                        .specs = v[OPT_OUTPUT].v,
+                        .n_specs = v[OPT_OUTPUT].n,
+                        .push = v[OPT_PUSH].b,
+                        .load = v[OPT_LOAD].b,
+                        .tags = v[OPT_TAG].v,
+                        .n_tags = v[OPT_TAG].n,
+                        .stdout_is_terminal = isatty(STDOUT_FILENO) == 1,
+                },
+                &q->outputs, err);
+        if (r < 0)
+                return r;
         return 0;
 }
 
@@ -1427,6 +1497,26 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
                 }
         }
 
+        /* buildx: a builder with default-load loads a build that names no
+         * output into Docker */
+        if (q.outputs.n == 0 && !q.outputs.cache_only && !no_default_load() &&
+            streq_ptr(kiln_cli_driver_opts_get(b->opts, b->n_opts, "default-load"), "true")) {
+                r = kiln_cli_outputs_parse(
+                        &(struct kiln_cli_outputs_options){ .load = true,
+                                                            .tags = args->values[OPT_TAG].v,
+                                                            .n_tags = args->values[OPT_TAG].n },
+                        &q.outputs, err);
+                if (r < 0)
+                        goto out;
+        }
+        /* --load needs a Docker engine: known before anything is built */
+        if (kiln_cli_outputs_need_docker(&q.outputs)) {
+                r = kiln_cli_docker_check(kiln_cli_docker_host(), err);
+                if (r < 0)
+                        goto out;
+        }
+        kiln_cli_outputs_to_request(&q.outputs, &q.req);
+
         q.req.dockerfile = TAKE_PTR(src.dockerfile);
         q.req.dockerfile_name = kiln_xstrdup(src.dockerfile_name);
         q.req.dockerignore = src.dockerignore ? kiln_xstrdup(src.dockerignore) : NULL;
@@ -1449,7 +1539,9 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
                 &progress, err);
         if (r < 0)
                 goto out;
-        if (q.n_outputs == 0)
+        kiln_cli_progress_set_source(progress, q.req.dockerfile_name, q.req.dockerfile,
+                                     src.dockerfile_len);
+        if (q.outputs.n == 0 && !q.outputs.cache_only && !no_default_load())
                 fprintf(stderr,
                         "WARNING: No output specified with %s driver. Build result will "
                         "only remain in the build cache. To push result image into "
@@ -1457,12 +1549,21 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
                         kiln_cli_driver_kind_to_string(b->driver));
 
         bd.progress = progress;
+        bd.outputs = &q.outputs;
         bd.src = &src;
         kiln_cli_builder_http_target(b, &bd.target);
         r = kiln_cli_http_stream(&bd.target, "POST", "/v1/build", body, body_len, 0, on_build_event,
                                  &bd, err);
         /* the request held the secrets: gone before anything else happens */
         explicit_bzero(body, body_len);
+        /* outputs still downloading when the stream ended: the build failed
+         * or was cancelled; an output's own failure is what to report */
+        {
+                _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+
+                if (finish_exports(&bd, true, &e) < 0 && !bd.fail)
+                        bd.fail = TAKE_PTR(e);
+        }
 
         kiln_cli_progress_done(progress);
         kiln_cli_progress_print_warnings(progress, stderr, kiln_log_enabled(KILN_LOG_DEBUG));
@@ -1483,6 +1584,7 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
                 goto out;
         }
         if (bd.error) {
+                kiln_cli_progress_print_source(progress, stderr);
                 kiln_error_free(*err);
                 *err = NULL;
                 r = kiln_error_set(err, -EIO, "failed to build: %s%s",
@@ -1497,18 +1599,25 @@ static int run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct ki
                 goto out;
         }
 
-        for (size_t i = 0; i < q.n_outputs; i++)
-                fprintf(stderr,
-                        "WARNING: output type=%s was not produced: kiln has no exporters yet; the "
-                        "build result remains in the build cache\n",
-                        q.outputs[i].type);
+        /* buildx: --quiet (or --progress=quiet, not "none") prints the image ID */
+        if (args->values[OPT_QUIET].b ||
+            (args->values[OPT_PROGRESS].set && streq_ptr(args->values[OPT_PROGRESS].s, "quiet"))) {
+                printf("%s\n", kiln_cli_build_image_id(bd.exporter_response));
+                fflush(stdout);
+        }
         if (args->values[OPT_METADATA_FILE].s && args->values[OPT_METADATA_FILE].s[0]) {
-                r = write_metadata(args->values[OPT_METADATA_FILE].s, b, bd.id, progress, err);
+                r = write_metadata(args->values[OPT_METADATA_FILE].s, b, bd.id, progress,
+                                   bd.exporter_response, err);
                 if (r < 0)
                         goto out;
         }
         r = 0;
-out:
+out : {
+        _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+
+        (void) finish_exports(&bd, true, &e);
+}
+        json_decref(bd.exporter_response);
         cancel_release();
         if (bd.ignore)
                 kiln_pattern_strv_free(bd.ignore);

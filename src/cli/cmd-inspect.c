@@ -67,6 +67,9 @@ static void put_worker(struct kiln_buf *out, json_t *info)
         json_t *oci = json_path(info, "config", "worker", "oci");
         json_t *mp = json_object_get(oci, "max-parallelism");
         json_t *nm = json_object_get(oci, "networkMode");
+        /* what the mode resolved to, and the CNI pool, from a running kilnd */
+        json_t *mode = json_path(info, "network", "mode", NULL);
+        json_t *pool = json_path(info, "network", "pool", NULL);
         json_t *sn = json_object_get(oci, "snapshotter");
         json_t *mrc = json_path(info, "config", "maxRegistryConcurrency", NULL);
         json_t *level = json_path(info, "config", "logLevel", NULL);
@@ -74,8 +77,20 @@ static void put_worker(struct kiln_buf *out, json_t *info)
         if (!json_is_object(oci))
                 return;
         (void) kiln_buf_puts(out, "Worker:\n");
-        if (json_is_string(nm))
+        if (json_is_string(mode))
+                (void) kiln_buf_printf(out, "\tNetwork Mode:\t%s\n", json_string_value(mode));
+        else if (json_is_string(nm))
                 (void) kiln_buf_printf(out, "\tNetwork Mode:\t%s\n", json_string_value(nm));
+        if (json_is_object(pool))
+                (void) kiln_buf_printf(out,
+                                       "\tCNI Pool:\t%" JSON_INTEGER_FORMAT
+                                       " idle, %" JSON_INTEGER_FORMAT
+                                       " in use (%" JSON_INTEGER_FORMAT
+                                       " set up, %" JSON_INTEGER_FORMAT " released)\n",
+                                       json_integer_value(json_object_get(pool, "idle")),
+                                       json_integer_value(json_object_get(pool, "inUse")),
+                                       json_integer_value(json_object_get(pool, "created")),
+                                       json_integer_value(json_object_get(pool, "released")));
         if (json_is_integer(mp)) {
                 if (json_integer_value(mp) > 0)
                         (void) kiln_buf_printf(out,

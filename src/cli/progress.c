@@ -6,7 +6,9 @@
  *   plain    printer.go's textMux: "#N name" blocks, status and log lines,
  *            "#N DONE 0.4s" / "#N CACHED" / "#N ERROR: ..." / "#N CANCELED",
  *            one vertex at a time with the same fair-split scheduling
- *   tty      a redrawn list of steps under "[+] Building 1.2s (3/5)"
+ *   tty      a redrawn list of steps under "[+] Building 1.2s (3/5)", the
+ *            last lines of the busiest running steps (" => => # ..."), the
+ *            colours and the final "FINISHED" of display.go's ttyDisplay
  *   rawjson  one SolveStatus object a line, as Go's json.Encoder writes it
  *   quiet    nothing
  *
@@ -14,8 +16,20 @@
  * state kept mirrors display.go's trace: vertexes by digest in order of
  * first start, their intervals, statuses, pending log lines and the last
  * KILN_CLI_PROGRESS_ERROR_LOGS lines for the error summary.
+ *
+ * Plain and tty are drawn at display.go's rate: at most once per 100 ms
+ * after an update, so that a burst of updates shows as its final state, and
+ * 150 ms after the last one by a refresher thread (what the rate held back
+ * comes out, tty timers run). A mutex keeps the two threads apart.
+ *
+ * After the stream, buildx's failure report quotes the failing lines of the
+ * Dockerfile as BuildKit's solver/errdefs Source.Print does.
  */
+#include <ctype.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <time.h>
 
@@ -29,8 +43,26 @@
 #define MAX_DELAY_NS     (10 * 1000000000LL)
 #define MIN_TIME_DELTA   (5 * 1000000000LL)
 #define MIN_PROGRESS_PCT 0.05
-/* The tty view is redrawn at most this often (display.go's limiter). */
-#define TTY_REDRAW_NS (100 * 1000000LL)
+/* display.go: a view is drawn at most once per DISPLAY_NS after an
+ * update, and refreshed TICKER_NS after the last one (both
+ * TTY_DISPLAY_RATE milliseconds when that is set). */
+#define DISPLAY_NS (100 * 1000000LL)
+#define TICKER_NS  (150 * 1000000LL)
+/* tty: a step's output is shown in a small terminal TERM_PAD columns
+ * narrower than the screen, TERM_HEIGHT_MIN rows unless
+ * BUILDKIT_TTY_LOG_LINES says otherwise. */
+#define TERM_PAD        10
+#define TERM_HEIGHT_MIN 6
+/* Bytes of a step's recent output kept for that terminal. */
+#define TERM_LOG_MAX (64u << 10)
+/* BuildKit's default colours (aec's blue, yellow, red; faint for output). */
+#define COLOR_RUN    "\x1b[34m"
+#define COLOR_CANCEL "\x1b[33m"
+#define COLOR_ERROR  "\x1b[31m"
+#define COLOR_FAINT  "\x1b[2m"
+#define COLOR_MAX    24
+
+static size_t term_height_initial(void);
 
 struct interval {
         int64_t start;
@@ -47,9 +79,14 @@ struct status {
         int64_t completed;
         bool listed;  /* in the vertex's printed list (it has started) */
         bool updated; /* changed since last printed */
-        bool have_last;
-        int64_t last_current;
-        int64_t last_timestamp;
+};
+
+/* What plain printed last for a status id, whichever vertex it was under
+ * (printer.go keys its throttle by id alone). */
+struct last_status {
+        char *id;
+        int64_t current;
+        int64_t timestamp;
 };
 
 struct warning {
@@ -98,6 +135,12 @@ struct vertex {
 
         int count;
         int64_t last_block_time;
+
+        /* tty: recent output for the step's small terminal */
+        char *term;
+        size_t term_len;
+        uint64_t term_bytes; /* all output so far */
+        uint64_t term_count; /* drawings that showed it */
 };
 
 struct kiln_cli_progress {
@@ -117,16 +160,40 @@ struct kiln_cli_progress {
         size_t n_warnings;
 
         /* plain */
+        struct last_status *last;
+        size_t n_last;
         ssize_t current; /* the vertex being printed, -1: none */
         bool not_first;
         int next_index;
 
+        /* the failure report's Dockerfile snippet */
+        char *source_name;
+        char *source_text;
+        size_t source_len;
+        char *error_file; /* the error event's location */
+        unsigned error_start, error_end;
+
+        /* display rate (plain and tty) */
+        int64_t display_ns; /* < 0: every update */
+        int64_t ticker_ns;
+        int64_t last_display; /* 0: never */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        pthread_t thread;
+        bool thread_running;
+        bool stopping;
+        uint64_t last_activity_ms; /* CLOCK_MONOTONIC */
+
         /* tty */
         int64_t start_time;
+        int64_t local_diff; /* the local clock minus the daemon's */
         size_t line_count;
         bool repeated;
-        int64_t last_draw;
         bool cursor_hidden;
+        /* colours of finished, cancelled and failed steps ("": none) */
+        char color_run[COLOR_MAX];
+        char color_cancel[COLOR_MAX];
+        char color_error[COLOR_MAX];
 };
 
 static int64_t real_now_ns(void)
@@ -348,6 +415,7 @@ static void vertex_free(struct vertex *v)
         free(v->error);
         free(v->prev_name);
         free(v->prev_error);
+        free(v->term);
         free(v->intervals);
         free(v->merged);
         for (size_t i = 0; i < v->n_statuses; i++) {
@@ -441,6 +509,8 @@ static void trace_vertex(struct kiln_cli_progress *p, const struct kiln_api_buil
                 v->listed = true;
                 if (p->start_time == 0)
                         p->start_time = started;
+                if (p->local_diff == 0)
+                        p->local_diff = p->now_ns() - started;
                 if (p->n_order == 1)
                         attach_warnings(p, (size_t) idx);
         }
@@ -565,6 +635,24 @@ static void trace_log(struct kiln_cli_progress *p, const struct kiln_api_build_e
         if (idx < 0 || n == 0)
                 return;
         v = p->vertexes[idx];
+        if (p->mode == KILN_CLI_PROGRESS_TTY) {
+                size_t keep = n < TERM_LOG_MAX ? n : TERM_LOG_MAX;
+
+                v->term_bytes += n;
+                v->term = kiln_xrealloc(v->term, v->term_len + keep);
+                memcpy(v->term + v->term_len, d + (n - keep), keep);
+                v->term_len += keep;
+                if (v->term_len > TERM_LOG_MAX) {
+                        /* drop whole lines from the front */
+                        size_t drop = v->term_len - TERM_LOG_MAX;
+                        const char *nl = memchr(v->term + drop, '\n', v->term_len - drop);
+
+                        if (nl)
+                                drop = (size_t) (nl + 1 - v->term);
+                        memmove(v->term, v->term + drop, v->term_len - drop);
+                        v->term_len -= drop;
+                }
+        }
         for (;;) {
                 const uint8_t *nl = memchr(d, '\n', n);
                 size_t len = nl ? (size_t) (nl - d) : n;
@@ -620,6 +708,15 @@ static bool error_is_canceled(const char *e)
         return n >= sizeof(suffix) - 1 && streq(e + n - (sizeof(suffix) - 1), suffix);
 }
 
+static struct last_status *last_status_find(struct kiln_cli_progress *p, const char *id)
+{
+        /* the latest added first: a status is mostly printed again soon */
+        for (size_t i = p->n_last; i > 0; i--)
+                if (streq(p->last[i - 1].id, id))
+                        return &p->last[i - 1];
+        return NULL;
+}
+
 static void plain_print_vertex(struct kiln_cli_progress *p, size_t idx)
 {
         struct vertex *v = p->vertexes[idx];
@@ -654,23 +751,31 @@ static void plain_print_vertex(struct kiln_cli_progress *p, size_t idx)
 
         for (size_t i = 0; i < v->n_listed_statuses; i++) {
                 struct status *s = v->listed_statuses[i];
+                struct last_status *last;
                 char cur[32], tot[32], tm[48] = "";
                 int64_t end;
 
                 if (!s->updated)
                         continue;
-                if (s->have_last && s->completed == 0) {
+                last = last_status_find(p, s->id);
+                if (last && s->completed == 0) {
                         double delta = 0;
 
                         if (s->total > 0)
-                                delta = (double) (s->current - s->last_current) / (double) s->total;
+                                delta = (double) (s->current - last->current) / (double) s->total;
                         if (delta < MIN_PROGRESS_PCT &&
-                            s->timestamp - s->last_timestamp < MIN_TIME_DELTA)
-                                continue; /* stays marked: printed when it moves enough */
+                            s->timestamp - last->timestamp < MIN_TIME_DELTA)
+                                continue; /* dropped with the update set below */
                 }
-                s->have_last = true;
-                s->last_current = s->current;
-                s->last_timestamp = s->timestamp;
+                if (!last && p->n_last < KILN_CLI_LIMIT_PROGRESS_STATUSES) {
+                        p->last = kiln_xreallocarray(p->last, p->n_last + 1, sizeof(*p->last));
+                        last = &p->last[p->n_last++];
+                        last->id = kiln_xstrdup(s->id);
+                }
+                if (last) {
+                        last->current = s->current;
+                        last->timestamp = s->timestamp;
+                }
                 s->updated = false;
 
                 end = s->completed ? s->completed : s->timestamp;
@@ -909,6 +1014,9 @@ static void print_error_logs(struct kiln_cli_progress *p)
                 if (!v->error || error_is_canceled(v->error))
                         continue;
                 out_printf(p, "------\n > %s:\n", v->name);
+                /* tty keeps the step's lines; plain its last ten */
+                for (size_t i = 0; i < v->n_logs; i++)
+                        out_printf(p, "%s\n", v->logs[i]);
                 for (size_t i = 0; i < ELEMENTSOF(v->ring); i++) {
                         const char *l = v->ring[(v->ring_pos + i) % ELEMENTSOF(v->ring)];
 
@@ -919,7 +1027,7 @@ static void print_error_logs(struct kiln_cli_progress *p)
         }
 }
 
-/* ---- tty ---- */
+/* ---- tty (display.go's ttyDisplay) ---- */
 
 static void tty_size(struct kiln_cli_progress *p, int *w, int *h)
 {
@@ -933,49 +1041,284 @@ static void tty_size(struct kiln_cli_progress *p, int *w, int *h)
         }
 }
 
-/* One line of the view: name on the left, timer on the right. */
-static void tty_line(struct kiln_cli_progress *p, int width, const char *name, const char *status,
-                     double dt, const char *color)
+/* The rows a small terminal of cols columns shows for the vertex's recent
+ * output (its vt100 view): lines wrapped at cols, a carriage return going
+ * back to the start of the line, other control characters dropped; the
+ * last max rows, the line being written last. *ret: malloc'd rows. */
+static size_t term_rows(const struct vertex *v, size_t cols, size_t max, char ***ret)
 {
-        char timer[32];
-        int left;
-        _cleanup_free_ char *line = NULL;
+        char **rows, *cur;
+        size_t n = 0, col = 0, len = 0;
 
-        if (dt < 0.05)
-                dt = 0;
-        snprintf(timer, sizeof(timer), " %3.1fs", dt);
-        left = width - 4 - (int) strlen(timer) - 1;
-        if (status && status[0] && left + (int) strlen(status) > 20)
-                left -= (int) strlen(status) + 1;
-        else
-                status = NULL;
-        if (left < 12)
-                return;
-        line = kiln_xasprintf(" => %.*s%s%s", left, name, status ? " " : "", status ? status : "");
-        out_printf(p, "%s%-*s%s%s\n", color ? color : "", width - (int) strlen(timer) - 1, line,
-                   timer, color ? "\x1b[0m" : "");
-        p->line_count++;
+        if (cols == 0)
+                cols = 1;
+        if (max == 0)
+                max = 1;
+        rows = kiln_xcalloc(max + 1, sizeof(char *));
+        cur = kiln_xcalloc(cols + 1, 1);
+#define PUSH_ROW()                                                           \
+        do {                                                                 \
+                if (n == max) {                                              \
+                        free(rows[0]);                                       \
+                        memmove(rows, rows + 1, (max - 1) * sizeof(char *)); \
+                        n--;                                                 \
+                }                                                            \
+                rows[n++] = kiln_xstrndup(cur, len);                         \
+                memset(cur, 0, cols + 1);                                    \
+                col = len = 0;                                               \
+        } while (0)
+        for (size_t i = 0; i < v->term_len; i++) {
+                unsigned char c = (unsigned char) v->term[i];
+
+                if (c == '\n') {
+                        PUSH_ROW();
+                        continue;
+                }
+                if (c == '\r') {
+                        col = 0;
+                        continue;
+                }
+                if (c == '\t')
+                        c = ' ';
+                if (c < 0x20 || c == 0x7f)
+                        continue;
+                if (col == cols)
+                        PUSH_ROW();
+                cur[col++] = (char) c;
+                if (col > len)
+                        len = col;
+        }
+        PUSH_ROW(); /* the line the cursor is on */
+#undef PUSH_ROW
+        free(cur);
+        *ret = rows;
+        return n;
 }
 
-static double vertex_seconds(const struct vertex *v, int64_t now)
+static bool row_empty(const char *s)
 {
-        double dt = 0;
+        for (; *s; s++)
+                if (*s != ' ')
+                        return false;
+        return true;
+}
 
-        for (size_t i = 0; i < v->n_merged; i++)
-                dt += (double) ((v->merged[i].stop ? v->merged[i].stop : now) -
-                                v->merged[i].start) /
-                      1e9;
-        return dt;
+struct job {
+        struct vertex *v; /* the vertex's own line; NULL for its statuses and warnings */
+        char *name;
+        char status[80];
+        bool has_interval;
+        double dt;
+        bool completed;
+        bool error;
+        bool canceled;
+        bool show_term;
+};
+
+static double interval_seconds(int64_t start, int64_t stop, int64_t now, int64_t local_diff)
+{
+        if (start == 0)
+                return 0;
+        if (stop == 0)
+                return (double) (now - (start + local_diff)) / 1e9;
+        return (double) (stop - start) / 1e9;
+}
+
+/* display.go's displayInfo: a job for each started vertex, its statuses
+ * and its warnings. */
+static size_t tty_jobs(struct kiln_cli_progress *p, int64_t now, struct job **ret)
+{
+        struct job *jobs = NULL;
+        size_t n = 0;
+
+        for (size_t k = 0; k < p->n_order; k++) {
+                size_t idx = p->order[k];
+                struct vertex *v = p->vertexes[idx];
+                _cleanup_free_ char *name = kiln_xstrdup(v->name);
+                struct job *j;
+                size_t extra = v->n_listed_statuses + v->n_warnings + 1;
+
+                jobs = kiln_xreallocarray(jobs, n + extra, sizeof(*jobs));
+                for (char *c = name; *c; c++)
+                        if (*c == '\t')
+                                *c = ' ';
+                j = &jobs[n++];
+                *j = (struct job){ .v = v, .completed = true };
+                for (size_t i = 0; i < v->n_intervals; i++)
+                        if (v->intervals[i].stop == 0)
+                                j->completed = false;
+                j->has_interval = v->n_merged > 0;
+                for (size_t i = 0; i < v->n_merged; i++)
+                        j->dt += interval_seconds(v->merged[i].start, v->merged[i].stop, now,
+                                                  p->local_diff);
+                if (v->error && error_is_canceled(v->error)) {
+                        j->canceled = true;
+                        j->name = kiln_xasprintf("CANCELED %s", name);
+                } else if (v->error) {
+                        j->error = true;
+                        j->name = kiln_xasprintf("ERROR %s", name);
+                } else
+                        j->name = kiln_xstrdup(name);
+                if (v->cached) {
+                        char *c = kiln_xasprintf("CACHED %s", j->name);
+
+                        free(j->name);
+                        j->name = c;
+                }
+
+                for (size_t i = 0; i < v->n_listed_statuses; i++) {
+                        const struct status *s = v->listed_statuses[i];
+                        char cur[32], tot[32];
+
+                        j = &jobs[n++];
+                        *j = (struct job){ .has_interval = true, .completed = s->completed != 0 };
+                        j->name = kiln_xasprintf("=> %s", s->id);
+                        j->dt = interval_seconds(s->started, s->completed, now, p->local_diff);
+                        if (s->total != 0) {
+                                kiln_cli_progress_format_bytes(s->current, cur);
+                                kiln_cli_progress_format_bytes(s->total, tot);
+                                snprintf(j->status, sizeof(j->status), "%s / %s", cur, tot);
+                        } else if (s->current != 0)
+                                kiln_cli_progress_format_bytes(s->current, j->status);
+                }
+                for (size_t i = 0; i < p->n_warnings; i++) {
+                        const struct interval *last =
+                                v->n_merged ? &v->merged[v->n_merged - 1] : NULL;
+
+                        if (p->warnings[i].vertex != idx)
+                                continue;
+                        j = &jobs[n++];
+                        /* shown as canceled, but never coloured: a warning
+                         * is never "completed" */
+                        *j = (struct job){ .has_interval = true, .canceled = true };
+                        j->name = kiln_xasprintf("WARN: %s", p->warnings[i].short_);
+                        if (last)
+                                j->dt = interval_seconds(last->start, last->stop, now,
+                                                         p->local_diff);
+                }
+        }
+        *ret = jobs;
+        return n;
+}
+
+/* display.go's wrapHeight: the last limit jobs, the unfinished ones that
+ * were cut taking the place of the first finished ones. vis gets indexes
+ * into jobs (room for n); returns their count. */
+static size_t wrap_height(const struct job *jobs, size_t n, ssize_t limit, size_t *vis)
+{
+        size_t cut, n_inv = 0, n_vis = 0, n_re = 0, freespace, *inv, *re;
+        ssize_t l;
+
+        if (limit < 0)
+                return 0;
+        if (n <= (size_t) limit) {
+                for (size_t i = 0; i < n; i++)
+                        vis[i] = i;
+                return n;
+        }
+        cut = n - (size_t) limit;
+        inv = kiln_xcalloc(cut + 1, sizeof(*inv));
+        re = kiln_xcalloc(n + 1, sizeof(*re));
+        for (size_t i = 0; i < cut; i++)
+                if (!jobs[i].completed)
+                        inv[n_inv++] = i;
+        if (n_inv == 0) {
+                for (size_t i = cut; i < n; i++)
+                        vis[n_vis++] = i;
+                goto out;
+        }
+        l = (ssize_t) n_inv;
+        for (size_t i = cut; i < n; i++) {
+                if (!jobs[i].completed || l <= 0)
+                        re[n_re++] = i;
+                l--;
+        }
+        freespace = (n - cut) - n_re;
+        for (size_t i = n_inv - freespace; i < n_inv; i++)
+                vis[n_vis++] = inv[i];
+        for (size_t i = 0; i < n_re; i++)
+                vis[n_vis++] = re[i];
+out:
+        free(inv);
+        free(re);
+        return n_vis;
+}
+
+static size_t tty_term_height(int height)
+{
+        int h = height - TERM_HEIGHT_MIN - 1;
+
+        if (h > (int) term_height_initial())
+                h = (int) term_height_initial();
+        if (h < TERM_HEIGHT_MIN)
+                h = TERM_HEIGHT_MIN;
+        return (size_t) h;
+}
+
+static int job_term_cmp(const void *a, const void *b)
+{
+        const struct job *x = *(struct job *const *) a, *y = *(struct job *const *) b;
+        uint64_t ix = x->v->term_bytes + x->v->term_count * 50,
+                 iy = y->v->term_bytes + y->v->term_count * 50;
+
+        return ix > iy ? -1 : ix < iy;
+}
+
+static void tty_apply(struct kiln_cli_progress *p, const char *color, const char *s)
+{
+        if (color && color[0])
+                out_printf(p, "%s%s\x1b[0m", color, s);
+        else
+                out_printf(p, "%s", s);
 }
 
 static void tty_draw(struct kiln_cli_progress *p, bool all)
 {
-        size_t total = 0, done = 0, prev = p->line_count;
+        size_t total = 0, done = 0, prev = p->line_count, n_jobs, shown, line_count = 0, *vis;
+        size_t th, n_cand = 0, num_in_use = 0, to_hide = 0;
+        ssize_t num_free;
         int64_t now = p->now_ns();
         int width, height;
-        char head[160];
+        struct job *jobs = NULL, **cand;
+        _cleanup_free_ char *head = NULL, *line = NULL;
 
         tty_size(p, &width, &height);
+        n_jobs = tty_jobs(p, now, &jobs);
+
+        /* setupTerminals: the busiest unfinished steps show their output
+         * while there is room */
+        th = tty_term_height(height);
+        cand = kiln_xcalloc(n_jobs + 1, sizeof(*cand));
+        for (size_t i = 0; i < n_jobs; i++) {
+                if (jobs[i].v && jobs[i].v->term_bytes > 0 && !jobs[i].completed)
+                        cand[n_cand++] = &jobs[i];
+                if (!jobs[i].completed)
+                        num_in_use++;
+        }
+        qsort(cand, n_cand, sizeof(*cand), job_term_cmp);
+        num_free = (ssize_t) height - 2 - (ssize_t) num_in_use;
+        for (size_t i = 0; num_free > (ssize_t) th + 3 && i < n_cand; i++) {
+                char **rows = NULL;
+                size_t nr = term_rows(cand[i]->v,
+                                      (size_t) (width > TERM_PAD ? width - TERM_PAD : 1), th,
+                                      &rows),
+                       used = 0;
+
+                for (size_t r = 0; r < nr; r++) {
+                        if (!row_empty(rows[r]))
+                                used = r + 1;
+                        free(rows[r]);
+                }
+                free(rows);
+                cand[i]->show_term = true;
+                to_hide += used;
+                num_free -= (ssize_t) th + 3;
+        }
+        free(cand);
+        vis = kiln_xcalloc(n_jobs + 1, sizeof(*vis));
+        shown = wrap_height(jobs, n_jobs,
+                            all ? (ssize_t) n_jobs : (ssize_t) height - 2 - (ssize_t) to_hide, vis);
+
         if (p->repeated)
                 out_printf(p, "\x1b[%zuA", prev + 1);
         p->repeated = true;
@@ -987,79 +1330,83 @@ static void tty_draw(struct kiln_cli_progress *p, bool all)
                 if (vertex_completed(p->vertexes[i]))
                         done++;
         }
-        snprintf(head, sizeof(head), "[+] Building %.1fs (%zu/%zu)%s",
-                 p->start_time ? (double) (now - p->start_time) / 1e9 : 0.0, done, total,
-                 all && done > 0 && done == total ? " FINISHED" : "");
-        if (p->console_desc)
-                out_printf(p, "%-*s %s\n",
-                           width - 2 - (int) strlen(p->console_desc) > 0
-                                   ? width - 2 - (int) strlen(p->console_desc)
-                                   : 0,
-                           head, p->console_desc);
-        else
-                out_printf(p, "%.*s\n", width, head);
-
-        p->line_count = 0;
+        head = kiln_xasprintf("[+] Building %.1fs (%zu/%zu) %s",
+                              p->start_time ? (double) (now - (p->start_time + p->local_diff)) / 1e9
+                                            : 0.0,
+                              done, total, all && done > 0 && done == total ? "FINISHED" : "");
         {
-                /* Keep what fits: the last lines, as wrapHeight does. */
-                size_t lines = 0, skip = 0, avail = height > 2 ? (size_t) height - 2 : 0;
+                const char *r = p->console_desc ? p->console_desc : "";
+                int w = (p->console_desc ? width - 1 : width) - (int) strlen(r) - 1;
 
-                for (size_t k = 0; k < p->n_order; k++)
-                        lines += 1 + p->vertexes[p->order[k]]->n_listed_statuses;
-                if (!all && lines > avail)
-                        skip = lines - avail;
-                for (size_t k = 0; k < p->n_order; k++) {
-                        struct vertex *v = p->vertexes[p->order[k]];
-                        _cleanup_free_ char *name = NULL;
-                        const char *color = NULL;
+                line = kiln_xasprintf("%-*s %s", w > 0 ? w : 0, head, r);
+                if ((int) strlen(line) > width)
+                        line[width] = '\0';
+                out_printf(p, "%s\n", line);
+        }
 
-                        if (v->error && error_is_canceled(v->error)) {
-                                name = kiln_xasprintf("CANCELED %s", v->name);
-                                color = "\x1b[33m";
-                        } else if (v->error) {
-                                name = kiln_xasprintf("ERROR %s", v->name);
-                                color = "\x1b[31m";
-                        } else if (v->cached)
-                                name = kiln_xasprintf("CACHED %s", v->name);
-                        else
-                                name = kiln_xstrdup(v->name);
-                        if (!color && vertex_completed(v))
-                                color = "\x1b[34m";
-                        if (skip > 0)
-                                skip--;
-                        else
-                                tty_line(p, width, name, NULL, vertex_seconds(v, now), color);
-                        for (size_t i = 0; i < v->n_listed_statuses; i++) {
-                                struct status *s = v->listed_statuses[i];
-                                _cleanup_free_ char *sn = kiln_xasprintf("=> %s", s->id);
-                                char st[80] = "", cur[32], tot[32];
-                                double dt = (double) ((s->completed ? s->completed : now) -
-                                                      s->started) /
-                                            1e9;
+        for (size_t k = 0; k < shown; k++) {
+                struct job *j = &jobs[vis[k]];
+                char timer[32];
+                _cleanup_free_ char *o = NULL, *aligned = NULL;
+                const char *color = NULL;
+                bool show_status = false;
+                int left;
+                double dt = j->dt;
 
-                                if (skip > 0) {
-                                        skip--;
-                                        continue;
+                if (!j->has_interval)
+                        continue;
+                if (dt < 0.05)
+                        dt = 0;
+                snprintf(timer, sizeof(timer), " %3.1fs\n", dt);
+                left = width - 4 - (int) strlen(timer) - 1;
+                if (j->status[0] && left + (int) strlen(j->status) > 20) {
+                        show_status = true;
+                        left -= (int) strlen(j->status) + 1;
+                }
+                if (left < 12)
+                        continue; /* too narrow to show progress */
+                o = kiln_xasprintf(" => %.*s%s%s", left, j->name, show_status ? " " : "",
+                                   show_status ? j->status : "");
+                aligned = kiln_xasprintf("%-*s %s", width - (int) strlen(timer) - 1, o, timer);
+                if (j->completed)
+                        color = j->canceled ? p->color_cancel
+                                : j->error  ? p->color_error
+                                            : p->color_run;
+                tty_apply(p, color, aligned);
+                line_count++;
+                if (j->show_term) {
+                        char **rows = NULL;
+                        size_t nr =
+                                term_rows(j->v, (size_t) (width > TERM_PAD ? width - TERM_PAD : 1),
+                                          th, &rows);
+
+                        for (size_t r = 0; r < nr; r++) {
+                                if (!row_empty(rows[r])) {
+                                        _cleanup_free_ char *t =
+                                                kiln_xasprintf(" => => # %s\n", rows[r]);
+
+                                        tty_apply(p, COLOR_FAINT, t);
+                                        line_count++;
                                 }
-                                if (s->total != 0) {
-                                        kiln_cli_progress_format_bytes(s->current, cur);
-                                        kiln_cli_progress_format_bytes(s->total, tot);
-                                        snprintf(st, sizeof(st), "%s / %s", cur, tot);
-                                } else if (s->current != 0)
-                                        kiln_cli_progress_format_bytes(s->current, st);
-                                tty_line(p, width, sn, st, dt, s->completed ? "\x1b[34m" : NULL);
+                                free(rows[r]);
                         }
+                        free(rows);
+                        j->v->term_count++;
                 }
         }
         /* Blank what the previous drawing had below. */
-        if (prev > p->line_count) {
-                for (size_t i = p->line_count; i < prev; i++)
+        if (prev > line_count) {
+                for (size_t i = line_count; i < prev; i++)
                         out_printf(p, "%*s\n", width, "");
-                out_printf(p, "\x1b[%zuA", prev - p->line_count);
+                out_printf(p, "\x1b[%zuA\r", prev - line_count);
         }
+        p->line_count = line_count;
         out_printf(p, "\x1b[?25h");
         p->cursor_hidden = false;
-        p->last_draw = now;
+        for (size_t i = 0; i < n_jobs; i++)
+                free(jobs[i].name);
+        free(jobs);
+        free(vis);
 }
 
 /* ---- rawjson ---- */
@@ -1137,7 +1484,11 @@ static void json_key_time(struct kiln_buf *b, bool *first, const char *key, int6
 {
         char t[40];
 
-        format_time(ns, t);
+        /* Go's zero time.Time, for a timestamp the event did not carry */
+        if (ns == 0)
+                snprintf(t, sizeof(t), "0001-01-01T00:00:00Z");
+        else
+                format_time(ns, t);
         (void) kiln_buf_printf(b, "%s\"%s\":\"%s\"", *first ? "" : ",", key, t);
         *first = false;
 }
@@ -1204,9 +1555,10 @@ static void rawjson_event(struct kiln_cli_progress *p, const struct kiln_api_bui
                 (void) kiln_buf_puts(b, "{\"logs\":[{");
                 if (ev->vertex && ev->vertex[0])
                         json_key_str(b, &first, "vertex", ev->vertex);
-                if (ev->stream != 0)
+                if (ev->stream != 0) {
                         (void) kiln_buf_printf(b, "%s\"stream\":%d", first ? "" : ",", ev->stream);
-                first = false;
+                        first = false;
+                }
                 json_key_b64(b, &first, "data", ev->data ? (const void *) ev->data : "", ev->len);
                 json_key_time(b, &first, "timestamp", parse_time(ev->time));
                 (void) kiln_buf_puts(b, "}]}\n");
@@ -1232,11 +1584,164 @@ static void rawjson_event(struct kiln_cli_progress *p, const struct kiln_api_bui
 
 /* ---- the renderer ---- */
 
+static size_t term_height_initial(void)
+{
+        const char *e = getenv("BUILDKIT_TTY_LOG_LINES");
+        char *end;
+        long v;
+
+        if (!e || !e[0])
+                return TERM_HEIGHT_MIN;
+        errno = 0;
+        v = strtol(e, &end, 10);
+        if (errno || *end || v <= 0 || v > 1000)
+                return TERM_HEIGHT_MIN;
+        return (size_t) v;
+}
+
+static uint64_t mono_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+/* One colour of BUILDKIT_COLORS: a name of aec's, or "r,g,b" (an 8-bit
+ * colour as aec picks it). Returns false for anything else. */
+static bool color_parse(const char *v, size_t n, char out[static COLOR_MAX])
+{
+        static const struct {
+                const char *name;
+                int code;
+        } names[] = {
+                { "default", 39 },     { "black", 30 },         { "blue", 34 },
+                { "cyan", 36 },        { "green", 32 },         { "magenta", 35 },
+                { "red", 31 },         { "white", 37 },         { "yellow", 33 },
+                { "light-black", 90 }, { "light-blue", 94 },    { "light-cyan", 96 },
+                { "light-green", 92 }, { "light-magenta", 95 }, { "light-red", 91 },
+                { "light-white", 97 }, { "light-yellow", 93 },
+        };
+        unsigned rgb[3];
+        char tail;
+        char buf[32];
+
+        if (n == 0 || n >= sizeof(buf))
+                return false;
+        memcpy(buf, v, n);
+        buf[n] = '\0';
+        for (size_t i = 0; i < n; i++)
+                buf[i] = (char) tolower((unsigned char) buf[i]);
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (streq(buf, names[i].name)) {
+                        snprintf(out, COLOR_MAX, "\x1b[%dm", names[i].code);
+                        return true;
+                }
+        if (sscanf(buf, "%u,%u,%u%c", &rgb[0], &rgb[1], &rgb[2], &tail) != 3 || rgb[0] > 255 ||
+            rgb[1] > 255 || rgb[2] > 255)
+                return false;
+        /* aec.NewRGB8Bit: the 6x6x6 cube of the 256-colour palette */
+        snprintf(out, COLOR_MAX, "\x1b[38;5;%um",
+                 16 + 36 * (rgb[0] / 43) + 6 * (rgb[1] / 43) + rgb[2] / 43);
+        return true;
+}
+
+/* BuildKit's colours: blue, yellow and red; none with NO_COLOR; each
+ * changed by BUILDKIT_COLORS ("run=green:error=255,0,0"), entries that do
+ * not parse being ignored as BuildKit ignores them (with a warning there). */
+static void colors_init(struct kiln_cli_progress *p)
+{
+        const char *e = getenv("NO_COLOR"), *c;
+
+        if (e && e[0])
+                return;
+        snprintf(p->color_run, COLOR_MAX, COLOR_RUN);
+        snprintf(p->color_cancel, COLOR_MAX, COLOR_CANCEL);
+        snprintf(p->color_error, COLOR_MAX, COLOR_ERROR);
+        c = getenv("BUILDKIT_COLORS");
+        while (c && *c) {
+                const char *end = strchrnul(c, ':'), *eq = memchr(c, '=', (size_t) (end - c));
+                char color[COLOR_MAX], *dst = NULL;
+
+                if (eq && !memchr(eq + 1, '=', (size_t) (end - eq - 1)) &&
+                    color_parse(eq + 1, (size_t) (end - eq - 1), color)) {
+                        size_t k = (size_t) (eq - c);
+
+                        if (k == 3 && strncasecmp(c, "run", 3) == 0)
+                                dst = p->color_run;
+                        else if (k == 6 && strncasecmp(c, "cancel", 6) == 0)
+                                dst = p->color_cancel;
+                        else if (k == 5 && strncasecmp(c, "error", 5) == 0)
+                                dst = p->color_error;
+                        /* "warning" is accepted: BuildKit colours nothing
+                         * with it yet */
+                        if (dst)
+                                memcpy(dst, color, COLOR_MAX);
+                }
+                c = *end ? end + 1 : end;
+        }
+}
+
+/* Draws what changed (plain) or the whole view (tty). Lock held. */
+static void refresh(struct kiln_cli_progress *p)
+{
+        if (p->mode == KILN_CLI_PROGRESS_PLAIN)
+                plain_print(p);
+        else if (p->mode == KILN_CLI_PROGRESS_TTY)
+                tty_draw(p, false);
+        out_flush(p);
+}
+
+/* display.go's ticker: the view is refreshed TICKER_NS after the last
+ * update, and again every TICKER_NS while nothing comes (tty timers keep
+ * running, plain output held back by the display rate comes out). */
+static void *refresher(void *userdata)
+{
+        struct kiln_cli_progress *p = userdata;
+        uint64_t ticker_ms = (uint64_t) (p->ticker_ns / 1000000);
+
+        pthread_mutex_lock(&p->lock);
+        while (!p->stopping) {
+                uint64_t now = mono_ms(), due = p->last_activity_ms + ticker_ms;
+                struct timespec ts;
+
+                if (now >= due) {
+                        refresh(p);
+                        p->last_activity_ms = now;
+                        continue;
+                }
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_sec += (time_t) ((due - now) / 1000u);
+                ts.tv_nsec += (long) ((due - now) % 1000u) * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+                (void) pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return NULL;
+}
+
+static void refresher_stop(struct kiln_cli_progress *p)
+{
+        if (!p->thread_running)
+                return;
+        pthread_mutex_lock(&p->lock);
+        p->stopping = true;
+        pthread_cond_signal(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+        pthread_join(p->thread, NULL);
+        p->thread_running = false;
+}
+
 int kiln_cli_progress_new(const struct kiln_cli_progress_options *o, struct kiln_cli_progress **ret,
                           struct kiln_error **err)
 {
         struct kiln_cli_progress *p;
         enum kiln_cli_progress_mode mode = o->mode;
+        const char *rate = getenv("TTY_DISPLAY_RATE");
+        pthread_condattr_t ca;
 
         if (mode < 0 || mode >= _KILN_CLI_PROGRESS_MODE_MAX)
                 return kiln_error_set(err, -EINVAL, "invalid progress mode");
@@ -1253,6 +1758,40 @@ int kiln_cli_progress_new(const struct kiln_cli_progress_options *o, struct kiln
         p->now_ns = o->now_ns ? o->now_ns : real_now_ns;
         p->out = KILN_BUF_INIT(1u << 20);
         p->current = -1;
+        colors_init(p);
+        p->display_ns = DISPLAY_NS;
+        p->ticker_ns = TICKER_NS;
+        if (rate && rate[0]) {
+                char *end;
+                long long ms;
+
+                errno = 0;
+                ms = strtoll(rate, &end, 10);
+                if (!errno && !*end && ms >= 0 && ms <= 3600 * 1000) {
+                        p->display_ns = ms * 1000000LL;
+                        p->ticker_ns = ms > 0 ? ms * 1000000LL : TICKER_NS;
+                }
+        }
+        if (o->display_every_update)
+                p->display_ns = -1;
+
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->cond, &ca);
+        pthread_condattr_destroy(&ca);
+        /* The real clock only: a test's clock does not move by itself. */
+        if (!o->now_ns && !o->display_every_update &&
+            (mode == KILN_CLI_PROGRESS_PLAIN || mode == KILN_CLI_PROGRESS_TTY)) {
+                sigset_t all, old;
+
+                /* Signals stay with the thread that waits on the daemon. */
+                sigfillset(&all);
+                pthread_sigmask(SIG_BLOCK, &all, &old);
+                p->last_activity_ms = mono_ms();
+                p->thread_running = pthread_create(&p->thread, NULL, refresher, p) == 0;
+                pthread_sigmask(SIG_SETMASK, &old, NULL);
+        }
         *ret = p;
         return 0;
 }
@@ -1261,6 +1800,7 @@ struct kiln_cli_progress *kiln_cli_progress_free(struct kiln_cli_progress *p)
 {
         if (!p)
                 return NULL;
+        refresher_stop(p);
         if (p->cursor_hidden)
                 out_printf(p, "\x1b[?25h");
         out_flush(p);
@@ -1274,6 +1814,14 @@ struct kiln_cli_progress *kiln_cli_progress_free(struct kiln_cli_progress *p)
                 free(p->warnings[i].url);
         }
         free(p->warnings);
+        for (size_t i = 0; i < p->n_last; i++)
+                free(p->last[i].id);
+        free(p->last);
+        free(p->source_name);
+        free(p->source_text);
+        free(p->error_file);
+        pthread_cond_destroy(&p->cond);
+        pthread_mutex_destroy(&p->lock);
         free(p);
         return NULL;
 }
@@ -1283,37 +1831,61 @@ enum kiln_cli_progress_mode kiln_cli_progress_mode(const struct kiln_cli_progres
         return p->mode;
 }
 
+/* display.go's limiter: one drawing per display_ns, the first at once. */
+static bool display_allow(struct kiln_cli_progress *p)
+{
+        int64_t now;
+
+        if (p->display_ns < 0)
+                return true;
+        now = p->now_ns();
+        if (p->last_display != 0 && now - p->last_display < p->display_ns)
+                return false;
+        p->last_display = now;
+        return true;
+}
+
 void kiln_cli_progress_event(struct kiln_cli_progress *p, const struct kiln_api_build_event *ev)
 {
+        pthread_mutex_lock(&p->lock);
         if (ev->type == KILN_API_BUILD_EVENT_VERTEX)
                 trace_vertex(p, ev);
         else if (ev->type == KILN_API_BUILD_EVENT_STATUS)
                 trace_status(p, ev);
         else if (ev->type == KILN_API_BUILD_EVENT_LOG)
                 trace_log(p, ev);
-        else if (ev->type == KILN_API_BUILD_EVENT_WARNING) {
+        else if (ev->type == KILN_API_BUILD_EVENT_ERROR) {
+                free(p->error_file);
+                p->error_file = NULL;
+                p->error_start = p->error_end = 0;
+                if (ev->source_file && ev->source_start > 0) {
+                        p->error_file = kiln_xstrdup(ev->source_file);
+                        p->error_start = ev->source_start;
+                        p->error_end = ev->source_end;
+                }
+                goto out;
+        } else if (ev->type == KILN_API_BUILD_EVENT_WARNING) {
                 trace_warning(p, ev);
                 /* A warning marks no update: it shows with its vertex's next
                  * block, unless that vertex is the one being printed. */
                 if (p->n_order > 0 && p->current == (ssize_t) p->order[0])
                         p->vertexes[p->order[0]]->pending = true;
         } else
-                return;
+                goto out;
 
-        if (p->mode == KILN_CLI_PROGRESS_PLAIN) {
-                plain_print(p);
-                out_flush(p);
-        } else if (p->mode == KILN_CLI_PROGRESS_TTY) {
-                if (p->now_ns() - p->last_draw >= TTY_REDRAW_NS) {
-                        tty_draw(p, false);
-                        out_flush(p);
-                }
+        if (p->mode == KILN_CLI_PROGRESS_PLAIN || p->mode == KILN_CLI_PROGRESS_TTY) {
+                if (display_allow(p))
+                        refresh(p);
+                p->last_activity_ms = mono_ms();
         } else if (p->mode == KILN_CLI_PROGRESS_RAWJSON)
                 rawjson_event(p, ev);
+out:
+        pthread_mutex_unlock(&p->lock);
 }
 
 void kiln_cli_progress_done(struct kiln_cli_progress *p)
 {
+        refresher_stop(p);
         if (p->mode == KILN_CLI_PROGRESS_PLAIN) {
                 plain_print(p);
                 print_error_logs(p);
@@ -1331,19 +1903,18 @@ size_t kiln_cli_progress_n_warnings(const struct kiln_cli_progress *p)
 
 void kiln_cli_progress_print_warnings(const struct kiln_cli_progress *p, FILE *f, bool verbose)
 {
-        bool color = isatty(fileno(f));
-
         if (p->n_warnings == 0 || p->mode == KILN_CLI_PROGRESS_QUIET ||
             p->mode == KILN_CLI_PROGRESS_RAWJSON)
                 return;
-        fprintf(f, "\n %s", color ? "\x1b[33m" : "");
+        /* yellow whatever f is: buildx applies the colour unconditionally */
+        fprintf(f, "\n \x1b[33m");
         if (p->n_warnings == 1)
                 fprintf(f, "1 warning found");
         else
                 fprintf(f, "%zu warnings found", p->n_warnings);
         if (!verbose)
                 fprintf(f, " (use kiln --debug to expand)");
-        fprintf(f, ":\n%s", color ? "\x1b[0m" : "");
+        fprintf(f, ":\n\x1b[0m");
         for (size_t i = 0; i < p->n_warnings; i++) {
                 fprintf(f, " - %s\n", p->warnings[i].short_);
                 if (!verbose)
@@ -1384,4 +1955,85 @@ json_t *kiln_cli_progress_warnings_json(const struct kiln_cli_progress *p)
                 (void) json_array_append_new(a, o);
         }
         return a;
+}
+
+/* ---- the failure report's snippet (solver/errdefs Source.Print) ---- */
+
+void kiln_cli_progress_set_source(struct kiln_cli_progress *p, const char *name, const char *text,
+                                  size_t len)
+{
+        pthread_mutex_lock(&p->lock);
+        free(p->source_name);
+        free(p->source_text);
+        p->source_name = name ? kiln_xstrdup(name) : NULL;
+        p->source_text = NULL;
+        p->source_len = 0;
+        if (text) {
+                if (len > KILN_CLI_LIMIT_DOCKERFILE)
+                        len = KILN_CLI_LIMIT_DOCKERFILE;
+                p->source_text = kiln_xmalloc(len + 1);
+                memcpy(p->source_text, text, len);
+                p->source_text[len] = '\0';
+                p->source_len = len;
+        }
+        pthread_mutex_unlock(&p->lock);
+}
+
+void kiln_cli_progress_print_source(const struct kiln_cli_progress *p, FILE *f)
+{
+        const char **lines = NULL;
+        size_t n = 0, start, end, first, last, pad, added = 0;
+        const char *s, *name;
+
+        if (!p->source_text || !p->error_file || p->error_start == 0)
+                return;
+        /* Go's strings.Split on "\n": a trailing newline gives an empty
+         * last line, which is shown as context. */
+        s = p->source_text;
+        for (;;) {
+                const char *nl = memchr(s, '\n', p->source_len - (size_t) (s - p->source_text));
+
+                lines = kiln_xreallocarray(lines, n + 1, sizeof(*lines));
+                lines[n++] = s;
+                if (!nl)
+                        break;
+                s = nl + 1;
+        }
+        start = p->error_start;
+        end = p->error_end > start ? p->error_end : start;
+        if (start > n) {
+                free(lines);
+                return;
+        }
+        if (end > n)
+                end = n;
+        /* Two lines of context around a range, four around a single line;
+         * each round takes one before and one after while there are. */
+        pad = end == start ? 4 : 2;
+        first = start;
+        last = end;
+        while (added < pad) {
+                if (first > 1) {
+                        first--;
+                        added++;
+                }
+                if (last != n) {
+                        last++;
+                        added++;
+                }
+                added++;
+        }
+        name = p->error_file[0] ? p->error_file : p->source_name ? p->source_name : "Dockerfile";
+        fprintf(f, "%s:%zu\n--------------------\n", name, start);
+        for (size_t i = first; i <= last; i++) {
+                const char *l = lines[i - 1];
+                const char *e = i < n ? lines[i] - 1 : p->source_text + p->source_len;
+                bool marked = i >= p->error_start &&
+                              i <= (p->error_end > p->error_start ? p->error_end : p->error_start);
+
+                fprintf(f, " %3zu | %s %.*s\n", i, marked ? ">>>" : "   ", (int) (e - l), l);
+        }
+        fprintf(f, "--------------------\n");
+        fflush(f);
+        free(lines);
 }

@@ -15,12 +15,20 @@
  *   4. the solver runs the graph; when it needs a local source it calls
  *      back (build_local): the build sends a context-request and waits
  *      for the client to post the entries and the tar (context.c)
- *   5. the result: the image config and the result's snapshot id
+ *   5. the outputs (export.c): images written, named and pushed; archives
+ *      and files offered to the client, which downloads them
+ *   6. the result: the image config, the result's snapshot id and what
+ *      the outputs made (exporterResponse)
+ *
+ * A failed step's error event carries the Dockerfile lines of the
+ * instruction that made it (the converter's source locations). After
+ * every build, failed or not, the garbage collector is kicked.
  *
  * Secrets arrive in the request body, are decoded into memory only, handed
  * to the solver and wiped when the build's arguments are freed. Neither
  * the body nor a secret is ever logged.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/random.h>
@@ -36,9 +44,13 @@
 #include "config/config.h"
 #include "content/content.h"
 #include "daemon-internal.h"
+#include "disk.h"
 #include "dockerfile/convert.h"
+#include "export.h"
+#include "exec/cni.h"
 #include "exec/exec.h"
 #include "llb/llb.h"
+#include "network.h"
 #include "snapshot/snapshot.h"
 #include "solver/solver.h"
 #include "source/image.h"
@@ -56,48 +68,6 @@ static int64_t mono_ms(void)
 }
 
 /* ---- set-up ---- */
-
-/* BuildKit's netproviders.Providers for the modes kiln has: "host" is the
- * host's network; "auto" (and "") becomes host as buildkitd does when no
- * CNI configuration exists ("using host network as the default"). kiln
- * has no CNI or bridge networking yet: with "cni" or "bridge", RUN steps
- * that do not ask for another network get an isolated one with only a
- * loopback device, rather than silently the host's. */
-static int resolve_network(const struct kiln_config_worker_oci *w, enum kiln_solver_network *ret,
-                           struct kiln_error **err)
-{
-        const char *mode = w->network_mode ? w->network_mode : "";
-
-        if (streq(mode, "host")) {
-                *ret = KILN_SOLVER_NETWORK_HOST;
-                return 0;
-        }
-        if (streq(mode, "auto") || streq(mode, "")) {
-                const char *cni = w->cni_config_path && w->cni_config_path[0]
-                                          ? w->cni_config_path
-                                          : "/etc/buildkit/cni.json";
-                struct stat st;
-
-                if (stat(cni, &st) == 0)
-                        log_warning_f(KILN_FIELDS({ "path", cni }),
-                                      "CNI networking is not supported by kiln yet: ignoring "
-                                      "'%s'",
-                                      cni);
-                log_warning("using host network as the default");
-                *ret = KILN_SOLVER_NETWORK_HOST;
-                return 0;
-        }
-        if (streq(mode, "cni") || streq(mode, "bridge")) {
-                log_warning_f(KILN_FIELDS({ "networkMode", mode }),
-                              "network mode '%s' is not supported by kiln yet: RUN steps get "
-                              "an isolated network with only a loopback device unless they "
-                              "ask for --network=host",
-                              mode);
-                *ret = KILN_SOLVER_NETWORK_NONE;
-                return 0;
-        }
-        return kiln_error_set(err, -EINVAL, "invalid network mode: \"%s\"", mode);
-}
 
 /* [dns] as a resolv.conf, as buildkitd writes it for its containers. */
 static char *resolv_conf_text(const struct kiln_config *c)
@@ -131,6 +101,31 @@ static char *resolv_conf_text(const struct kiln_config *c)
         return b.data ? kiln_buf_steal(&b) : kiln_xstrdup("");
 }
 
+/* Views of results that a killed kilnd left mounted for a tar or local
+ * output (export.c mounts them at <root>/exec/export-<build>-<index>). */
+static void export_views_cleanup(struct kiln_daemon *d)
+{
+        _cleanup_free_ char *dir = kiln_xasprintf("%s/exec", d->root);
+        DIR *dp = opendir(dir);
+        struct dirent *de;
+
+        while (dp && (de = readdir(dp))) {
+                _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+                _cleanup_free_ char *path = NULL;
+
+                if (strncmp(de->d_name, "export-", 7) != 0)
+                        continue;
+                path = kiln_xasprintf("%s/%s", dir, de->d_name);
+                /* Not mounted (the usual case) is fine: rmdir tells. */
+                (void) kiln_snapshot_unmount(path, &e);
+                if (rmdir(path) < 0)
+                        log_warning_f(KILN_FIELDS({ "path", path }), "remove '%s': %s", path,
+                                      strerror(errno));
+        }
+        if (dp)
+                closedir(dp);
+}
+
 int kiln_daemon_builds_setup(struct kiln_daemon *d, struct kiln_error **err)
 {
         const struct kiln_config_worker_oci *w = &d->config->worker_oci;
@@ -154,6 +149,7 @@ int kiln_daemon_builds_setup(struct kiln_daemon *d, struct kiln_error **err)
                               err);
         if (r < 0)
                 return kiln_error_wrap(err, "clean up after the previous kilnd");
+        export_views_cleanup(d);
         free(dir);
         dir = kiln_xasprintf("%s/snapshots", d->root);
         r = kiln_snapshot_store_open(dir, driver, &d->snapshots, err);
@@ -170,7 +166,7 @@ int kiln_daemon_builds_setup(struct kiln_daemon *d, struct kiln_error **err)
         if (r < 0)
                 return kiln_error_set(err, r, "create '%s': %s", d->upload_dir, strerror(-r));
 
-        r = resolve_network(w, &network, err);
+        r = kiln_daemon_network_open(d->config, d->root, &network, &d->cni, err);
         if (r < 0)
                 return r;
 
@@ -201,13 +197,14 @@ int kiln_daemon_builds_setup(struct kiln_daemon *d, struct kiln_error **err)
                                      ? (unsigned) w->max_parallelism
                                      : (w->max_parallelism > UINT32_MAX ? UINT32_MAX : 0);
         sc.default_network = network;
+        sc.cni = d->cni;
         sc.resolv_conf = d->resolv_conf;
         r = kiln_solver_new(&sc, &d->solver, err);
         if (r < 0)
                 return kiln_error_wrap(err, "start the solver");
         (void) snprintf(parallelism, sizeof(parallelism), "%u", sc.max_parallelism);
         log_info_f(KILN_FIELDS({ "runtime", sc.runtime_binary },
-                               { "network", network == KILN_SOLVER_NETWORK_HOST ? "host" : "none" },
+                               { "network", d->cni ? "cni" : "host" },
                                { "max-parallelism", parallelism }),
                    "oci worker ready");
         return 0;
@@ -216,6 +213,7 @@ int kiln_daemon_builds_setup(struct kiln_daemon *d, struct kiln_error **err)
 void kiln_daemon_builds_free(struct kiln_daemon *d)
 {
         d->solver = kiln_solver_free(d->solver);
+        d->cni = kiln_cni_free(d->cni);
         d->locals = kiln_source_local_store_free(d->locals);
         d->snapshots = kiln_snapshot_store_free(d->snapshots);
         free(d->resolv_conf);
@@ -329,6 +327,15 @@ static void build_run_free(void *p)
         }
         free(run->images);
         free(run);
+}
+
+static void emit(struct build_run *run, struct kiln_api_build_event *ev, bool droppable);
+
+/* export.c's emitter: statuses that are not the last of their kind may be
+ * dropped for a slow reader, as the solver's are. */
+static void export_emit(void *userdata, struct kiln_api_build_event *ev)
+{
+        emit(userdata, ev, ev->type == KILN_API_BUILD_EVENT_STATUS && !ev->completed);
 }
 
 static void emit(struct build_run *run, struct kiln_api_build_event *ev, bool droppable)
@@ -704,6 +711,24 @@ static struct kiln_dockerfile_pair *parse_hosts(char *const *hosts, size_t n)
         return p;
 }
 
+/* The failed step's instruction in the final error event ("source"), as
+ * buildx prints it with ">>>". */
+static void error_source(struct build_run *run, const struct kiln_dockerfile_convert_result *conv,
+                         const struct kiln_solver_result *result)
+{
+        const struct kiln_dockerfile_source_location *loc =
+                kiln_dockerfile_convert_result_location(conv, result->failed_vertex);
+        json_t *src;
+
+        if (!loc)
+                return;
+        src = json_pack("{s:s,s:[II]}", "file",
+                        run->req.dockerfile_name ? run->req.dockerfile_name : "Dockerfile", "lines",
+                        (json_int_t) loc->start_line, (json_int_t) loc->end_line);
+        if (src)
+                kiln_daemon_op_set_error_extra(run->op, "source", src);
+}
+
 static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **err)
 {
         struct build_run *run = args;
@@ -723,7 +748,8 @@ static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **
         struct kiln_dockerfile_convert_options o = { 0 };
         struct kiln_solver_build sb = { 0 };
         struct kiln_api_build_event ev = { .type = KILN_API_BUILD_EVENT_BUILD };
-        json_t *config = NULL;
+        json_t *config = NULL, *response = NULL;
+        bool result_used = false;
         int r;
 
         run->op = op;
@@ -779,8 +805,10 @@ static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **
         if (r < 0)
                 goto out;
         run->def = conv->def;
+        /* Without a .dockerignore BuildKit's transfer of the empty selection
+         * still counts 2 bytes ("transferring context: 2B done"). */
         internal_file_vertex(run, "[internal] load .dockerignore", "context",
-                             req->dockerignore ? strlen(req->dockerignore) : 0);
+                             req->dockerignore ? strlen(req->dockerignore) : 2);
 
         for (size_t i = 0; i < conv->n_warnings; i++) {
                 const struct kiln_dockerfile_lint_warning *w = &conv->warnings[i];
@@ -822,9 +850,40 @@ static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **
                 sb.on_event = build_on_event;
                 sb.userdata = run;
                 r = kiln_solver_solve(d->solver, &sb, &result, err);
+                if (r < 0) {
+                        error_source(run, conv, &result);
+                        goto out;
+                }
+                kiln_daemon_op_set_digest(op, result.key);
+        }
+        /* The result stays while the outputs read it (and the client
+         * downloads it): the garbage collector skips used snapshots. */
+        if (result.snapshot_id) {
+                r = kiln_snapshot_use(d->snapshots, result.snapshot_id);
+                if (r < 0) {
+                        r = kiln_error_set(err, r, "result snapshot '%s': %s", result.snapshot_id,
+                                           strerror(-r));
+                        goto out;
+                }
+                result_used = true;
+        }
+        {
+                struct kiln_daemon_export_input in = {
+                        .build = b,
+                        .op = op,
+                        .snapshot_id = result.snapshot_id,
+                        .config = conv->config,
+                        .config_len = conv->config_len,
+                        .has_epoch = conv->has_epoch,
+                        .epoch = conv->epoch,
+                        .platform = o.target_platform,
+                        .emit = export_emit,
+                        .userdata = run,
+                };
+
+                r = kiln_daemon_export_run(&in, req->outputs, req->n_outputs, &response, err);
                 if (r < 0)
                         goto out;
-                kiln_daemon_op_set_digest(op, result.key);
         }
 
         config = json_loadb(conv->config, conv->config_len, 0, NULL);
@@ -837,6 +896,7 @@ static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **
                         .type = KILN_API_BUILD_EVENT_RESULT,
                         .config = config,
                         .snapshot = result.snapshot_id,
+                        .exporter_response = response,
                 };
 
                 emit(run, &res, false);
@@ -852,9 +912,13 @@ out:
         pthread_cond_broadcast(&b->cond);
         pthread_mutex_unlock(&b->lock);
         run->def = NULL;
+        if (result_used)
+                kiln_snapshot_release(d->snapshots, result.snapshot_id);
         json_decref(config);
+        json_decref(response);
         pairs_free(hosts, req->n_add_hosts);
         kiln_pattern_strv_free(ignore);
+        kiln_daemon_gc_kick(d);
         return r;
 }
 

@@ -31,7 +31,9 @@
 #include "config/address.h"
 #include "daemon.h"
 
+struct kiln_cni;
 struct kiln_config;
+struct kiln_daemon_disk;
 struct kiln_content_store;
 struct kiln_registry_client;
 struct kiln_registry_event;
@@ -158,6 +160,8 @@ struct kiln_daemon {
         struct kiln_snapshot_store *snapshots;
         struct kiln_source_local_store *locals;
         struct kiln_solver *solver;
+        struct kiln_cni *cni;          /* the CNI pool of RUN steps; NULL: host networking */
+        struct kiln_daemon_disk *disk; /* du, prune and the collector (disk.c) */
         char *resolv_conf;
         char *upload_dir;
         /* Builds whose operation lives, so that the context endpoints find

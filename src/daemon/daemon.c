@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "content/content.h"
 #include "daemon-internal.h"
+#include "disk.h"
 #include "registry/registry.h"
 
 /* The pid written into the lock file: "1234\n". */
@@ -297,6 +298,10 @@ int kiln_daemon_new(const struct kiln_config *config, const char *config_path,
         r = kiln_daemon_builds_setup(d, err);
         if (r < 0)
                 return r;
+        /* buildkitd collects garbage once at start, then after builds. */
+        r = kiln_daemon_gc_start(d, err);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < d->n_listeners; i++) {
                 struct kiln_daemon_listener *l = &d->listeners[i];
@@ -459,7 +464,9 @@ struct kiln_daemon *kiln_daemon_free(struct kiln_daemon *d)
                 return NULL;
         /* Workers first (they use the store and the client), then the
          * servers (which refuse to stop with suspended connections), then
-         * what the workers used. */
+         * what the workers used. The collector stops first, so that a
+         * prune waiting for it is not held up. */
+        kiln_daemon_gc_stop(d);
         kiln_daemon_ops_stop(d);
         for (size_t i = 0; i < d->n_listeners; i++) {
                 kiln_daemon_listener_close(&d->listeners[i]);
@@ -468,6 +475,7 @@ struct kiln_daemon *kiln_daemon_free(struct kiln_daemon *d)
         }
         free(d->listeners);
         kiln_daemon_ops_free(d);
+        kiln_daemon_disk_free(d);
         /* Builds are gone with their operations; the solver and the stores
          * they used go before the registry client the solver pulls with. */
         kiln_daemon_builds_free(d);

@@ -18,7 +18,11 @@
 #include "api/api.h"
 #include "base/log.h"
 #include "daemon-internal.h"
+#include "export.h"
 #include "registry/registry.h"
+
+/* How often a raw stream's blocked worker looks at its cancel flags. */
+#define RAW_WAIT_POLL_MS 100
 
 struct kiln_daemon_op {
         struct kiln_daemon_source hangup_source; /* first: KILN_DAEMON_SOURCE_HANGUP */
@@ -28,13 +32,16 @@ struct kiln_daemon_op {
         char *what;
         char *ref;
         bool stream;
+        bool raw; /* a byte stream (kiln_daemon_op_write), not NDJSON */
+        char *raw_content_type;
         bool counted; /* against KILN_DAEMON_MAX_OPERATIONS */
         kiln_daemon_op_fn fn;
         void *args;
         void (*args_free)(void *args);
         int64_t started_ms;
-        atomic_bool cancel; /* stop working: the client is gone or the daemon stops */
-        atomic_bool gone;   /* the client is gone: queue nothing more */
+        atomic_bool cancel;             /* stop working: the client is gone or the daemon stops */
+        atomic_bool gone;               /* the client is gone: queue nothing more */
+        const atomic_bool *also_cancel; /* raw: kiln_daemon_op_link_cancel */
 
         /* Loop thread only. */
         unsigned refs;
@@ -48,11 +55,14 @@ struct kiln_daemon_op {
         pthread_mutex_t lock;  /* guards everything below */
         struct kiln_buf queue; /* events not yet handed to MHD, from queue_off */
         size_t queue_off;
-        bool overflow;    /* the hard limit was passed: the stream is cut */
-        unsigned dropped; /* progress events dropped for a slow reader */
-        bool done;        /* the worker queued its last event or set its answer */
-        bool notified;    /* wake_fd was written and the loop has not looked yet */
+        bool overflow;          /* the hard limit was passed: the stream is cut */
+        unsigned dropped;       /* progress events dropped for a slow reader */
+        bool done;              /* the worker queued its last event or set its answer */
+        bool failed;            /* raw: the worker failed; the answer is cut */
+        pthread_cond_t drained; /* raw: the loop took bytes, or cancel */
+        bool notified;          /* wake_fd was written and the loop has not looked yet */
         char *digest;
+        json_t *error_extra; /* members added to the error event */
         unsigned status;
         char *content_type;
         char *body;
@@ -100,7 +110,10 @@ static void op_unref(struct kiln_daemon_op *op)
         if (op->args_free)
                 op->args_free(op->args);
         kiln_buf_release(&op->queue);
+        pthread_cond_destroy(&op->drained);
         pthread_mutex_destroy(&op->lock);
+        free(op->raw_content_type);
+        json_decref(op->error_extra);
         free(op->what);
         free(op->ref);
         free(op->digest);
@@ -193,6 +206,95 @@ void kiln_daemon_op_emit_json(struct kiln_daemon_op *op, const json_t *event, bo
         op_queue(op, line, len, droppable);
 }
 
+/* Waits on drained for at most RAW_WAIT_POLL_MS. Under op->lock. */
+static void raw_wait_locked(struct kiln_daemon_op *op)
+{
+        struct timespec until;
+
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += (long) RAW_WAIT_POLL_MS * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+        }
+        (void) pthread_cond_timedwait(&op->drained, &op->lock, &until);
+}
+
+static bool raw_stopped(struct kiln_daemon_op *op)
+{
+        return atomic_load(&op->cancel) || atomic_load(&op->gone) ||
+               (op->also_cancel && atomic_load(op->also_cancel));
+}
+
+void kiln_daemon_op_link_cancel(struct kiln_daemon_op *op, const atomic_bool *flag)
+{
+        op->also_cancel = flag;
+}
+
+int kiln_daemon_op_write(void *userdata, const void *buf, size_t n, struct kiln_error **err)
+{
+        struct kiln_daemon_op *op = userdata;
+        const char *p = buf;
+
+        while (n > 0) {
+                size_t piece = n < KILN_DAEMON_RAW_PIECE ? n : KILN_DAEMON_RAW_PIECE;
+                bool need = false;
+                size_t pending;
+                int r = 0;
+
+                pthread_mutex_lock(&op->lock);
+                for (;;) {
+                        if (raw_stopped(op)) {
+                                r = -ECANCELED;
+                                break;
+                        }
+                        pending = op->queue.len - op->queue_off;
+                        if (pending <= KILN_DAEMON_RAW_HIGH_WATER)
+                                break;
+                        raw_wait_locked(op);
+                }
+                if (r < 0) {
+                        pthread_mutex_unlock(&op->lock);
+                        return kiln_error_set(err, r, "the download was abandoned");
+                }
+                if (op->queue_off > 0) {
+                        memmove(op->queue.data, op->queue.data + op->queue_off, pending);
+                        op->queue.len = pending;
+                        op->queue_off = 0;
+                }
+                if (kiln_buf_append(&op->queue, p, piece) < 0) {
+                        pthread_mutex_unlock(&op->lock);
+                        return kiln_error_set(err, -ENOMEM, "queue %zu bytes for the client",
+                                              piece);
+                }
+                op_notify_locked(op, &need);
+                pthread_mutex_unlock(&op->lock);
+                if (need)
+                        op_wake(op);
+                p += piece;
+                n -= piece;
+        }
+        return 0;
+}
+
+int kiln_daemon_op_flush(struct kiln_daemon_op *op, struct kiln_error **err)
+{
+        int r = 0;
+
+        pthread_mutex_lock(&op->lock);
+        while (op->queue.len > op->queue_off) {
+                if (raw_stopped(op)) {
+                        r = -ECANCELED;
+                        break;
+                }
+                raw_wait_locked(op);
+        }
+        pthread_mutex_unlock(&op->lock);
+        if (r < 0)
+                return kiln_error_set(err, r, "the download was abandoned");
+        return 0;
+}
+
 static enum kiln_api_event_type api_event_type(enum kiln_registry_event_kind k)
 {
         switch (k) {
@@ -250,6 +352,18 @@ void kiln_daemon_op_registry_event(void *userdata, const struct kiln_registry_ev
         json_decref(j);
 }
 
+void kiln_daemon_op_set_error_extra(struct kiln_daemon_op *op, const char *key, json_t *value)
+{
+        pthread_mutex_lock(&op->lock);
+        if (!op->error_extra)
+                op->error_extra = json_object();
+        if (op->error_extra)
+                (void) json_object_set_new(op->error_extra, key, value); /* takes value */
+        else
+                json_decref(value); /* out of memory: the event goes without it */
+        pthread_mutex_unlock(&op->lock);
+}
+
 void kiln_daemon_op_set_digest(struct kiln_daemon_op *op, const char *digest)
 {
         pthread_mutex_lock(&op->lock);
@@ -299,6 +413,12 @@ unsigned kiln_daemon_op_status_of(int r)
 /* The end of a failed operation: an "error" event, or an error answer. */
 static void op_fail(struct kiln_daemon_op *op, int r, const char *message)
 {
+        if (op->raw) {
+                pthread_mutex_lock(&op->lock);
+                op->failed = true;
+                pthread_mutex_unlock(&op->lock);
+                return;
+        }
         if (op->stream) {
                 char now[KILN_API_TIME_SIZE];
                 struct kiln_api_event ev = { .type = KILN_API_EVENT_ERROR, .size = -1 };
@@ -308,6 +428,10 @@ static void op_fail(struct kiln_daemon_op *op, int r, const char *message)
                 ev.time = now;
                 ev.error = message;
                 if (kiln_api_event_to_json(&ev, &j) >= 0) {
+                        pthread_mutex_lock(&op->lock);
+                        if (op->error_extra)
+                                (void) json_object_update(j, op->error_extra);
+                        pthread_mutex_unlock(&op->lock);
                         kiln_daemon_op_emit_json(op, j, false);
                         json_decref(j);
                 }
@@ -413,6 +537,11 @@ static ssize_t op_read(void *cls, uint64_t pos, char *buf, size_t max)
                 return MHD_CONTENT_READER_END_WITH_ERROR;
         pthread_mutex_lock(&op->lock);
         pending = op->queue.len - op->queue_off;
+        if (op->raw && op->failed) {
+                /* Cut at once: what is queued is of no use to the client. */
+                pthread_mutex_unlock(&op->lock);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
         if (pending > 0) {
                 n = pending < max ? pending : max;
                 memcpy(buf, op->queue.data + op->queue_off, n);
@@ -421,6 +550,8 @@ static ssize_t op_read(void *cls, uint64_t pos, char *buf, size_t max)
                         op->queue.len = op->queue_off = 0;
                         op->queue.data[0] = '\0';
                 }
+                if (op->raw)
+                        pthread_cond_broadcast(&op->drained);
                 pthread_mutex_unlock(&op->lock);
                 return (ssize_t) n;
         }
@@ -455,10 +586,21 @@ static void op_wake_registry(struct kiln_daemon_op *op)
                 kiln_registry_client_wake(op->d->client);
 }
 
+/* A raw stream's worker waiting for the client looks at its flags now. */
+static void op_wake_writer(struct kiln_daemon_op *op)
+{
+        if (!op->raw)
+                return;
+        pthread_mutex_lock(&op->lock);
+        pthread_cond_broadcast(&op->drained);
+        pthread_mutex_unlock(&op->lock);
+}
+
 static void op_cancel(struct kiln_daemon_op *op)
 {
         atomic_store(&op->cancel, true);
         op_wake_registry(op);
+        op_wake_writer(op);
 }
 
 static void op_gone(struct kiln_daemon_op *op)
@@ -466,11 +608,31 @@ static void op_gone(struct kiln_daemon_op *op)
         atomic_store(&op->gone, true);
         atomic_store(&op->cancel, true);
         op_wake_registry(op);
+        op_wake_writer(op);
 }
+
+static enum MHD_Result op_start(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                struct MHD_Connection *conn, const char *method, const char *url,
+                                const struct kiln_daemon_op_spec *spec, const char *raw_type);
 
 enum MHD_Result kiln_daemon_op_start(struct kiln_daemon *d, struct kiln_daemon_request *req,
                                      struct MHD_Connection *conn, const char *method,
                                      const char *url, const struct kiln_daemon_op_spec *spec)
+{
+        return op_start(d, req, conn, method, url, spec, NULL);
+}
+
+enum MHD_Result kiln_daemon_op_start_raw(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                         struct MHD_Connection *conn, const char *method,
+                                         const char *url, const struct kiln_daemon_op_spec *spec,
+                                         const char *content_type)
+{
+        return op_start(d, req, conn, method, url, spec, content_type);
+}
+
+static enum MHD_Result op_start(struct kiln_daemon *d, struct kiln_daemon_request *req,
+                                struct MHD_Connection *conn, const char *method, const char *url,
+                                const struct kiln_daemon_op_spec *spec, const char *raw_type)
 {
         struct kiln_daemon_op *op;
         struct MHD_Response *resp;
@@ -500,7 +662,9 @@ enum MHD_Result kiln_daemon_op_start(struct kiln_daemon *d, struct kiln_daemon_r
         op->id = ++d->next_op_id;
         op->what = kiln_xstrdup(spec->what);
         op->ref = kiln_xstrdup(spec->ref ? spec->ref : "");
-        op->stream = spec->stream;
+        op->stream = spec->stream || raw_type;
+        op->raw = raw_type != NULL;
+        op->raw_content_type = raw_type ? kiln_xstrdup(raw_type) : NULL;
         op->counted = !spec->uncounted;
         op->fn = spec->fn;
         op->args = spec->args;
@@ -508,8 +672,17 @@ enum MHD_Result kiln_daemon_op_start(struct kiln_daemon *d, struct kiln_daemon_r
         op->started_ms = now_ms();
         op->watch_fd = -1;
         op->refs = 1; /* the list's */
-        op->queue = KILN_BUF_INIT(KILN_DAEMON_STREAM_HARD_LIMIT);
+        op->queue = KILN_BUF_INIT(op->raw ? KILN_DAEMON_RAW_HIGH_WATER + KILN_DAEMON_RAW_PIECE
+                                          : KILN_DAEMON_STREAM_HARD_LIMIT);
         pthread_mutex_init(&op->lock, NULL);
+        {
+                pthread_condattr_t attr;
+
+                pthread_condattr_init(&attr);
+                pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+                pthread_cond_init(&op->drained, &attr);
+                pthread_condattr_destroy(&attr);
+        }
         atomic_init(&op->cancel, false);
         atomic_init(&op->gone, false);
 
@@ -542,15 +715,17 @@ enum MHD_Result kiln_daemon_op_start(struct kiln_daemon *d, struct kiln_daemon_r
                 return MHD_YES;
         }
 
-        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, KILN_DAEMON_STREAM_BLOCK,
-                                                 op_read, op, op_response_free);
+        resp = MHD_create_response_from_callback(
+                MHD_SIZE_UNKNOWN, op->raw ? KILN_DAEMON_RAW_BLOCK : KILN_DAEMON_STREAM_BLOCK,
+                op_read, op, op_response_free);
         if (!resp) {
                 op_cancel(op);
                 return MHD_NO;
         }
         op_ref(op); /* the response's, dropped by op_response_free */
         if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                    KILN_API_CONTENT_TYPE_NDJSON) != MHD_YES ||
+                                    op->raw ? op->raw_content_type
+                                            : KILN_API_CONTENT_TYPE_NDJSON) != MHD_YES ||
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") != MHD_YES) {
                 MHD_destroy_response(resp);
                 op_cancel(op);

@@ -11,6 +11,7 @@
 #include "api/disk.h"
 #include "base/fs.h"
 #include "base/limits.h"
+#include "exec/cni.h"
 #include "base/log.h"
 #include "config/config.h"
 #include "daemon-internal.h"
@@ -145,10 +146,13 @@ static enum MHD_Result handle_info(struct kiln_daemon *d, struct kiln_daemon_req
                                    struct MHD_Connection *conn, const char *method, const char *url)
 {
         const struct kiln_config *c = d->config;
+        struct kiln_api_info_pool pool = { 0 };
         struct kiln_api_info info = {
                 .version = KILN_VERSION,
                 .pid = getpid(),
                 .root = d->root,
+                .network_mode = d->solver ? (d->cni ? "cni" : "host") : NULL,
+                .pool = d->cni ? &pool : NULL,
                 .config_file = d->config_path,
                 .addresses = (const char *const *) c->grpc.address,
                 .n_addresses = c->grpc.n_address,
@@ -157,6 +161,12 @@ static enum MHD_Result handle_info(struct kiln_daemon *d, struct kiln_daemon_req
         enum MHD_Result ret;
         json_t *j = NULL;
 
+        if (d->cni) {
+                struct kiln_cni_stats st;
+
+                kiln_cni_get_stats(d->cni, &st);
+                pool = (struct kiln_api_info_pool){ st.idle, st.in_use, st.created, st.released };
+        }
         if (kiln_api_info_to_json(&info, &j) < 0)
                 return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_INTERNAL_SERVER_ERROR,
                                                  NULL, "out of memory");

@@ -1092,6 +1092,7 @@ struct node {
         struct kiln_llb_op *op; /* owned until emitted */
         const struct kiln_llb_op *final;
         bool needed;
+        unsigned start_line, end_line; /* the instruction that made it; 0: none */
 };
 
 #define NODE_OF(ref_op) ((struct node *) (void *) (ref_op))
@@ -1310,6 +1311,8 @@ struct conv {
         struct node **nodes;
         size_t n_nodes;
         struct node *context; /* the build context source */
+        /* The instruction being dispatched, for the nodes it makes. */
+        unsigned cur_start_line, cur_end_line;
 
         struct strv internal_steps; /* "[internal] load metadata for ..." */
 
@@ -1429,6 +1432,8 @@ static struct node *conv_add_node(struct conv *c, struct kiln_llb_op *op)
 {
         struct node *n = kiln_xcalloc(1, sizeof(struct node));
         n->op = op;
+        n->start_line = c->cur_start_line;
+        n->end_line = c->cur_end_line;
         c->nodes = kiln_xreallocarray(c->nodes, c->n_nodes + 1, sizeof(struct node *));
         c->nodes[c->n_nodes++] = n;
         return n;
@@ -2657,6 +2662,8 @@ static int resolve_base_image(struct conv *c, struct dstate *d, bool reachable,
                 op_set_command(op, d->source_code ?: "");
                 op_set_name(op, name);
                 d->state.out = conv_add_node(c, op);
+                d->state.out->start_line = d->start_line;
+                d->state.out->end_line = d->end_line;
                 if (!str_empty(d->image.os) || !str_empty(d->image.architecture)) {
                         struct kiln_content_platform actual = { .os = d->image.os,
                                                                 .architecture =
@@ -4435,7 +4442,10 @@ static int dispatch(struct conv *c, struct dstate *d, struct command *command,
 
         d->cmd_is_onbuild = command->is_onbuild;
         lint_scope_begin(c, cmd->comments, cmd->n_comments);
+        c->cur_start_line = cmd->start_line;
+        c->cur_end_line = cmd->end_line;
         r = dispatch_one(c, d, command, err);
+        c->cur_start_line = c->cur_end_line = 0;
         lint_scope_end(c);
         return r;
 }
@@ -4705,7 +4715,8 @@ static void fix_refs(struct kiln_llb_op *op)
 }
 
 static int emit(struct conv *c, struct node *terminal, struct kiln_llb_def **ret_def,
-                struct strv *steps, struct kiln_error **err)
+                struct strv *steps, struct kiln_dockerfile_source_location **locs, size_t *n_locs,
+                struct kiln_error **err)
 {
         _cleanup_(kiln_llb_def_freep) struct kiln_llb_def *def = kiln_llb_def_new();
         size_t n_needed = 0;
@@ -4732,6 +4743,14 @@ static int emit(struct conv *c, struct node *terminal, struct kiln_llb_def **ret
                         kiln_llb_strmap_get(&n->final->meta.description, "llb.customname");
                 if (name && kiln_llb_def_n_ops(def) > before)
                         strv_push(steps, name);
+                if (n->start_line > 0 && kiln_llb_def_n_ops(def) > before) {
+                        struct kiln_dockerfile_source_location *l;
+                        *locs = kiln_xreallocarray(*locs, *n_locs + 1, sizeof(**locs));
+                        l = &(*locs)[(*n_locs)++];
+                        memcpy(l->digest, n->final->digest, sizeof(l->digest));
+                        l->start_line = n->start_line;
+                        l->end_line = n->end_line >= n->start_line ? n->end_line : n->start_line;
+                }
         }
         if (terminal) {
                 r = kiln_llb_def_set_output(def, (struct kiln_llb_ref){ terminal->final, 0 }, err);
@@ -4959,12 +4978,18 @@ int kiln_dockerfile_convert(const char *data, size_t size,
         }
         freep_str(&target->image.created);
 
-        r = emit(&c, target->state.out, &def, &steps, err);
-        if (r < 0)
+        struct kiln_dockerfile_source_location *locs = NULL;
+        size_t n_locs = 0;
+        r = emit(&c, target->state.out, &def, &steps, &locs, &n_locs, err);
+        if (r < 0) {
+                free(locs);
                 return r;
+        }
 
         struct kiln_dockerfile_convert_result *res = kiln_xcalloc(1, sizeof(*res));
         res->def = def;
+        res->locations = locs;
+        res->n_locations = n_locs;
         {
                 _cleanup_(json_decrefp) json_t *j = image_to_json(&target->image);
                 struct kiln_buf b = KILN_BUF_INIT(KILN_CONTENT_LIMIT_CONFIG * 4ull);
@@ -5015,7 +5040,18 @@ kiln_dockerfile_convert_result_free(struct kiln_dockerfile_convert_result *r)
                 free(r->warnings[i].message);
         }
         free(r->warnings);
+        free(r->locations);
         free(r);
+        return NULL;
+}
+
+const struct kiln_dockerfile_source_location *
+kiln_dockerfile_convert_result_location(const struct kiln_dockerfile_convert_result *r,
+                                        const char *digest)
+{
+        for (size_t i = 0; r && digest && i < r->n_locations; i++)
+                if (streq(r->locations[i].digest, digest))
+                        return &r->locations[i];
         return NULL;
 }
 

@@ -156,6 +156,14 @@ struct kiln_dockerfile_lint_warning {
 
 /* What a conversion produced. Owned by the caller; free with
  * kiln_dockerfile_convert_result_free. */
+/* Where the instruction that made an op is in the Dockerfile (BuildKit's
+ * source map ranges), for failure reports. */
+struct kiln_dockerfile_source_location {
+        char digest[KILN_LLB_DIGEST_LEN + 1]; /* the op's */
+        unsigned start_line;                  /* 1-based, inclusive */
+        unsigned end_line;
+};
+
 struct kiln_dockerfile_convert_result {
         /* The graph; its output is the target stage's filesystem (scratch
          * output: kiln_llb_def_has_output is false for a target that is an
@@ -176,7 +184,17 @@ struct kiln_dockerfile_convert_result {
         /* SOURCE_DATE_EPOCH in effect (seconds), when has_epoch. */
         bool has_epoch;
         int64_t epoch;
+        /* One entry per op of def that an instruction made (FROM, RUN,
+         * COPY, ADD, WORKDIR...), in graph order; ops made by none (the
+         * build context) have no entry. */
+        struct kiln_dockerfile_source_location *locations;
+        size_t n_locations;
 };
+
+/* The location of the op with digest in r, or NULL. */
+const struct kiln_dockerfile_source_location *
+kiln_dockerfile_convert_result_location(const struct kiln_dockerfile_convert_result *r,
+                                        const char *digest);
 
 /*
  * Converts the Dockerfile data[0..size) with opt (NULL: defaults). On

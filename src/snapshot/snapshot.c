@@ -2138,6 +2138,39 @@ int kiln_snapshot_label_get(struct kiln_snapshot_store *s, const char *id, const
         return 1;
 }
 
+static int strcmp_p(const void *a, const void *b)
+{
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int kiln_snapshot_label_list(struct kiln_snapshot_store *s, const char *id, char ***ret,
+                             size_t *n_ret)
+{
+        _cleanup_free_ char *dir = label_path(s, id, "");
+        char **v = kiln_xcalloc(1, sizeof(char *));
+        struct dirent *de;
+        size_t n = 0;
+        DIR *dp;
+
+        *ret = v;
+        *n_ret = 0;
+        dp = dir ? opendir(dir) : NULL;
+        if (!dp)
+                return !dir || errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(dp))) {
+                if (!label_key_valid(de->d_name))
+                        continue;
+                v = kiln_xreallocarray(v, n + 2, sizeof(char *));
+                v[n++] = kiln_xstrdup(de->d_name);
+                v[n] = NULL;
+        }
+        closedir(dp);
+        qsort(v, n, sizeof(char *), strcmp_p);
+        *ret = v;
+        *n_ret = n;
+        return 0;
+}
+
 int kiln_snapshot_usage(struct kiln_snapshot_store *s, const char *id, uint64_t *bytes,
                         struct kiln_error **err)
 {

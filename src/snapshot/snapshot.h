@@ -255,6 +255,12 @@ int kiln_snapshot_label_set(struct kiln_snapshot_store *s, const char *id, const
 int kiln_snapshot_label_get(struct kiln_snapshot_store *s, const char *id, const char *key,
                             char **ret);
 
+/* The keys of id's labels, sorted, in *ret (malloc'd array of malloc'd
+ * strings, NULL terminated; *n_ret its length). An unknown id has none.
+ * Returns 0 or -errno. Thread safe. */
+int kiln_snapshot_label_list(struct kiln_snapshot_store *s, const char *id, char ***ret,
+                             size_t *n_ret);
+
 /* Disk usage (allocated blocks, each hard-linked inode once) of the
  * snapshot's own fs directory: the diff with overlayfs, the full tree with
  * native (reflinked extents counted in full). Works for committed ids; the

@@ -1,11 +1,24 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "solver/cache.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <time.h>
 
+#include "base/fs.h"
+#include "base/log.h"
 #include "base/macro.h"
+#include "solver-internal.h"
+#include "solver/solver.h"
+
+/* Cache mount directories listed at most (the rest are not shown). */
+#define KILN_SOLVER_LIMIT_CACHEMOUNTS 100000u
+/* The prefix of a cache mount directory being removed. */
+#define CACHEMOUNT_REMOVING_PREFIX ".removing-"
 
 enum {
         STMT_LOOKUP,
@@ -13,19 +26,23 @@ enum {
         STMT_TOUCH,
         STMT_REMOVE,
         STMT_FOREACH,
+        STMT_REMOVE_SNAPSHOT,
         _STMT_MAX,
 };
 
 static const char *const stmt_sql[_STMT_MAX] = {
-        [STMT_LOOKUP] = "SELECT snapshot_id, kind, description, created, last_used, size "
-                        "FROM records WHERE key = ?1 AND output = ?2",
+        [STMT_LOOKUP] = "SELECT snapshot_id, kind, description, created, last_used, size, "
+                        "usage_count FROM records WHERE key = ?1 AND output = ?2",
         [STMT_INSERT] = "INSERT OR REPLACE INTO records (key, output, snapshot_id, kind, "
-                        "description, created, last_used, size) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        [STMT_TOUCH] = "UPDATE records SET last_used = ?2 WHERE key = ?1",
+                        "description, created, last_used, size, usage_count) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)",
+        [STMT_TOUCH] = "UPDATE records SET last_used = ?2, usage_count = usage_count + 1 "
+                       "WHERE key = ?1",
         [STMT_REMOVE] = "DELETE FROM records WHERE key = ?1 AND output = ?2",
         [STMT_FOREACH] = "SELECT key, output, snapshot_id, kind, description, created, "
-                         "last_used, size FROM records ORDER BY last_used, key, output",
+                         "last_used, size, usage_count FROM records "
+                         "ORDER BY last_used, key, output",
+        [STMT_REMOVE_SNAPSHOT] = "DELETE FROM records WHERE snapshot_id = ?1",
 };
 
 struct kiln_solver_cache {
@@ -97,6 +114,7 @@ static int migrate(struct kiln_solver_cache *c, struct kiln_error **err)
                          " created INTEGER NOT NULL,"
                          " last_used INTEGER NOT NULL,"
                          " size INTEGER NOT NULL DEFAULT -1,"
+                         " usage_count INTEGER NOT NULL DEFAULT 1,"
                          " PRIMARY KEY (key, output));"
                          "CREATE INDEX IF NOT EXISTS records_snapshot ON records (snapshot_id);",
                          err);
@@ -109,7 +127,14 @@ static int migrate(struct kiln_solver_cache *c, struct kiln_error **err)
                                    "open cache '%s': schema version %d is newer than %d", c->path,
                                    v, KILN_SOLVER_CACHE_SCHEMA_VERSION);
         if (r >= 0 && v == 0)
-                r = exec_sql(c, "INSERT INTO schema_version (version) VALUES (1);", err);
+                r = exec_sql(c, "INSERT INTO schema_version (version) VALUES (2);", err);
+        /* 1 -> 2: records count their uses (du's usage count). */
+        if (r >= 0 && v == 1)
+                r = exec_sql(c,
+                             "ALTER TABLE records ADD COLUMN usage_count INTEGER NOT NULL "
+                             "DEFAULT 1;"
+                             "UPDATE schema_version SET version = 2;",
+                             err);
         if (r < 0) {
                 (void) sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
                 return r;
@@ -181,6 +206,7 @@ static void record_from_row(sqlite3_stmt *st, int first, struct kiln_solver_cach
         r->created = sqlite3_column_int64(st, first + 3);
         r->last_used = sqlite3_column_int64(st, first + 4);
         r->size = sqlite3_column_int64(st, first + 5);
+        r->usage_count = sqlite3_column_int64(st, first + 6);
 }
 
 int kiln_solver_cache_lookup(struct kiln_solver_cache *c, const char *key, uint32_t output,
@@ -266,6 +292,20 @@ int kiln_solver_cache_remove(struct kiln_solver_cache *c, const char *key, uint3
         return r;
 }
 
+int kiln_solver_cache_remove_snapshot(struct kiln_solver_cache *c, const char *snapshot_id,
+                                      struct kiln_error **err)
+{
+        pthread_mutex_lock(&c->lock);
+        sqlite3_stmt *st = c->stmts[STMT_REMOVE_SNAPSHOT];
+        sqlite3_bind_text(st, 1, snapshot_id, -1, SQLITE_STATIC);
+        int r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(c->db)
+                                                : db_error(c, err, "write");
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
 int kiln_solver_cache_foreach(struct kiln_solver_cache *c,
                               int (*fn)(void *ud, const struct kiln_solver_cache_record *r),
                               void *ud, struct kiln_error **err)
@@ -299,4 +339,127 @@ void kiln_solver_cache_record_release(struct kiln_solver_cache_record *r)
         free(r->kind);
         free(r->description);
         *r = (struct kiln_solver_cache_record){ 0 };
+}
+
+/* ---- disk usage and pruning (solver.h) ---- */
+
+struct kiln_solver_cache *kiln_solver_cache_of(struct kiln_solver *s)
+{
+        return s->cache;
+}
+
+void kiln_solver_cachemount_info_release(struct kiln_solver_cachemount_info *i)
+{
+        if (!i)
+                return;
+        free(i->name);
+        free(i->path);
+        *i = (struct kiln_solver_cachemount_info){ 0 };
+}
+
+/* Under s->lock. */
+static bool cachemount_busy(struct kiln_solver *s, const char *path)
+{
+        for (struct kiln_solver_cachemount *m = s->cachemounts; m; m = m->next)
+                if (streq(m->path, path))
+                        return m->users > 0;
+        return false;
+}
+
+static void cachemount_removing_cleanup(struct kiln_solver *s, const char *name)
+{
+        _cleanup_free_ char *p = kiln_xasprintf("%s/%s", s->cachemount_dir, name);
+        struct kiln_error *e = NULL;
+
+        if (kiln_rm_rf_at(AT_FDCWD, p, NULL, &e) < 0)
+                log_debug("%s", kiln_error_message(e));
+        kiln_error_free(e);
+}
+
+/* Whether name ("...-<pid>-<n>") was made by this process. */
+static bool removing_is_ours(const char *name)
+{
+        const char *last = strrchr(name, '-'), *prev;
+        char pid[24];
+
+        if (!last || last == name)
+                return false;
+        for (prev = last - 1; prev > name && *prev != '-'; prev--)
+                ;
+        if (*prev != '-')
+                return false;
+        snprintf(pid, sizeof(pid), "%ld", (long) getpid());
+        return (size_t) (last - prev - 1) == strlen(pid) &&
+               strncmp(prev + 1, pid, strlen(pid)) == 0;
+}
+
+int kiln_solver_cachemounts_list(struct kiln_solver *s, struct kiln_solver_cachemount_info **ret,
+                                 size_t *n_ret, struct kiln_error **err)
+{
+        struct kiln_solver_cachemount_info *v = NULL;
+        size_t n = 0;
+        struct dirent *de;
+        DIR *dir;
+
+        *ret = NULL;
+        *n_ret = 0;
+        dir = opendir(s->cachemount_dir);
+        if (!dir) {
+                if (errno == ENOENT)
+                        return 0;
+                return kiln_error_set(err, -errno, "list '%s': %s", s->cachemount_dir,
+                                      strerror(errno));
+        }
+        while ((de = readdir(dir)) && n < KILN_SOLVER_LIMIT_CACHEMOUNTS) {
+                if (de->d_name[0] == '.') {
+                        /* what an interrupted removal of an earlier process
+                         * left (ours are removed by whoever renamed them) */
+                        if (startswith(de->d_name, CACHEMOUNT_REMOVING_PREFIX) &&
+                            !removing_is_ours(de->d_name))
+                                cachemount_removing_cleanup(s, de->d_name);
+                        continue;
+                }
+                if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
+                        continue;
+                v = kiln_xreallocarray(v, n + 1, sizeof(*v));
+                v[n].name = kiln_xstrdup(de->d_name);
+                v[n].path = kiln_xasprintf("%s/%s", s->cachemount_dir, de->d_name);
+                pthread_mutex_lock(&s->lock);
+                v[n].in_use = cachemount_busy(s, v[n].path);
+                pthread_mutex_unlock(&s->lock);
+                n++;
+        }
+        closedir(dir);
+        *ret = v;
+        *n_ret = n;
+        return 0;
+}
+
+int kiln_solver_cachemount_remove(struct kiln_solver *s, const char *name, struct kiln_error **err)
+{
+        _cleanup_free_ char *path = NULL, *tmp = NULL, *tmp_name = NULL;
+        static atomic_uint counter;
+        struct stat st;
+        int r = 0;
+
+        if (!name[0] || name[0] == '.' || strchr(name, '/'))
+                return kiln_error_set(err, -EINVAL, "remove cache mount '%s': not a cache mount",
+                                      name);
+        path = kiln_xasprintf("%s/%s", s->cachemount_dir, name);
+        tmp_name = kiln_xasprintf(CACHEMOUNT_REMOVING_PREFIX "%s-%ld-%u", name, (long) getpid(),
+                                  atomic_fetch_add(&counter, 1));
+        tmp = kiln_xasprintf("%s/%s", s->cachemount_dir, tmp_name);
+
+        pthread_mutex_lock(&s->lock);
+        if (cachemount_busy(s, path))
+                r = kiln_error_set(err, -EBUSY, "remove cache mount '%s': in use", name);
+        else if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+                r = kiln_error_set(err, -ENOENT, "remove cache mount '%s': not found", name);
+        else if (rename(path, tmp) < 0)
+                r = kiln_error_set(err, -errno, "remove cache mount '%s': rename: %s", name,
+                                   strerror(errno));
+        pthread_mutex_unlock(&s->lock);
+        if (r < 0)
+                return r;
+        return kiln_rm_rf_at(AT_FDCWD, tmp, NULL, err);
 }

@@ -21,19 +21,20 @@
 /* How long a statement waits for another process's lock on meta.db. */
 #define KILN_SOLVER_CACHE_BUSY_TIMEOUT_MS 5000
 /* The schema version this code writes; a newer database is refused. */
-#define KILN_SOLVER_CACHE_SCHEMA_VERSION 1
+#define KILN_SOLVER_CACHE_SCHEMA_VERSION 2
 
 struct kiln_solver_cache;
 
 struct kiln_solver_cache_record {
-        char *key;         /* "sha256:..." */
-        uint32_t output;   /* output index of the op */
-        char *snapshot_id; /* NULL: the output is empty (scratch) */
-        char *kind;        /* "source.image", "exec", "file", ... */
-        char *description; /* the step's name; never secret data */
-        int64_t created;   /* unix seconds */
-        int64_t last_used; /* unix seconds */
-        int64_t size;      /* bytes; -1 unknown */
+        char *key;           /* "sha256:..." */
+        uint32_t output;     /* output index of the op */
+        char *snapshot_id;   /* NULL: the output is empty (scratch) */
+        char *kind;          /* "source.image", "exec", "file", ... */
+        char *description;   /* the step's name; never secret data */
+        int64_t created;     /* unix seconds */
+        int64_t last_used;   /* unix seconds */
+        int64_t size;        /* bytes; -1 unknown */
+        int64_t usage_count; /* 1 at insert, +1 at each touch (read only) */
 };
 
 /* Opens (creates) the database at path. Returns 0 or a negative errno with
@@ -59,6 +60,11 @@ int kiln_solver_cache_touch(struct kiln_solver_cache *c, const char *key, struct
 /* Removes the record for (key, output); 1 removed, 0 absent. */
 int kiln_solver_cache_remove(struct kiln_solver_cache *c, const char *key, uint32_t output,
                              struct kiln_error **err);
+
+/* Removes every record whose snapshot_id is snapshot_id (a snapshot that
+ * was removed): returns how many, or a negative errno with *err set. */
+int kiln_solver_cache_remove_snapshot(struct kiln_solver_cache *c, const char *snapshot_id,
+                                      struct kiln_error **err);
 
 /* Calls fn for every record (ordered by last_used, oldest first) until it
  * returns non-zero, which is then returned. The record is borrowed; fn must

@@ -1098,6 +1098,7 @@ static int run_exec(struct kiln_solver_solve *sv, struct kiln_solver_node *n, ch
                         free(ul);
                         goto out;
                 }
+                p.network = KILN_EXEC_NETWORK_NONE;
                 p.netns_path = cns->path;
         }
         r = run_open_dir(&run, x.paths[0], &rootfd, err);

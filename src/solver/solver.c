@@ -758,6 +758,31 @@ fail:
         return r;
 }
 
+static bool is_image(const struct kiln_llb_op *op)
+{
+        return op->type == KILN_LLB_OP_SOURCE && op->source.type == KILN_LLB_SOURCE_IMAGE;
+}
+
+/* BuildKit resolves an image source to compute its cache key even when
+ * every step after it is cached, and shows that ("resolve <ref> done",
+ * the step done, not CACHED): kiln's cache hit on an image shows the same. */
+static void cached_source_resolved(struct kiln_solver_solve *sv, struct kiln_solver_node *n)
+{
+        if (!is_image(n->op))
+                return;
+        _cleanup_free_ char *id = kiln_xasprintf("resolve %s", n->op->source.image.ref);
+        int64_t now = kiln_solver_now();
+        struct kiln_solver_status st = {
+                .id = id,
+                .name = id,
+                .started = now,
+                .completed = now,
+        };
+
+        kiln_solver_vertex_started(sv, n);
+        kiln_solver_emit_status(sv, n, &st);
+}
+
 static int process_node(struct kiln_solver_solve *sv, struct kiln_solver_node *n,
                         struct kiln_error **err)
 {
@@ -796,7 +821,8 @@ static int process_node(struct kiln_solver_solve *sv, struct kiln_solver_node *n
                                 return r;
                         if (r > 0) {
                                 memcpy(n->outputs, outputs, n->n_outputs * sizeof(char *));
-                                vertex_completed(sv, n, true, NULL);
+                                cached_source_resolved(sv, n);
+                                vertex_completed(sv, n, !is_image(op), NULL);
                                 return 0;
                         }
                 }

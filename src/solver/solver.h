@@ -244,3 +244,31 @@ int kiln_solver_solve(struct kiln_solver *s, const struct kiln_solver_build *b,
 
 /* Frees what r owns and zeroes it. */
 void kiln_solver_result_release(struct kiln_solver_result *r);
+
+/* ---- disk usage and pruning --------------------------------------------- */
+
+struct kiln_solver_cache;
+
+/* The solver's cache records (solver/cache.h), owned by the solver: for
+ * listing records and removing those of a pruned snapshot. */
+struct kiln_solver_cache *kiln_solver_cache_of(struct kiln_solver *s);
+
+/* One RUN --mount=type=cache directory under <root>/cachemounts. */
+struct kiln_solver_cachemount_info {
+        char *name;  /* the directory's name ("<sha256(id)>[-N]") */
+        char *path;  /* <root>/cachemounts/<name> */
+        bool in_use; /* mounted by a running exec */
+};
+void kiln_solver_cachemount_info_release(struct kiln_solver_cachemount_info *i);
+
+/* Every cache mount directory: *ret (malloc'd, *n_ret entries; release
+ * each, then free the array). Thread safe. */
+int kiln_solver_cachemounts_list(struct kiln_solver *s, struct kiln_solver_cachemount_info **ret,
+                                 size_t *n_ret, struct kiln_error **err);
+
+/* Removes the cache mount directory name (as listed): -EBUSY while an exec
+ * mounts it, -ENOENT when there is none, -EINVAL for a name that is not a
+ * plain directory entry. The directory is renamed out of the way under the
+ * solver's lock (an exec starting then gets a fresh, empty one) and removed
+ * afterwards. Thread safe. */
+int kiln_solver_cachemount_remove(struct kiln_solver *s, const char *name, struct kiln_error **err);

@@ -15,10 +15,16 @@ pytest's "Captured stderr teardown").
     dead                a refused 127.0.0.1 address
     blackhole           a 127.0.0.1 address that never answers
     big_image           session: path of the ~100 MB 6-layer OCI layout
+    dockerd             a Docker engine started by hand (skips when it cannot start)
 """
 import os
+import pathlib
 import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 
@@ -183,3 +189,84 @@ def blackhole():
     b = R.Blackhole()
     yield b
     b.close()
+
+
+class Dockerd:
+    """A dockerd the test starts by hand: its own data root, exec root,
+    pidfile and unix socket under a temporary directory, no iptables, no
+    bridge (nothing leaves the machine). host is the DOCKER_HOST value, env
+    the environment for a docker client talking to it; docker(*args) runs
+    that client."""
+
+    def __init__(self, dir):
+        self.dir = dir
+        self.sock = dir / "docker.sock"
+        self.host = f"unix://{self.sock}"
+        self.log_path = dir / "dockerd.log"
+        self.client = shutil.which("docker")
+        self.env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_CONFIG=str(dir / "client"),
+                        HOME=str(dir))
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                ["dockerd", "--iptables=false", "--bridge=none", "--data-root",
+                 str(dir / "data"), "--exec-root", str(dir / "exec"), "--pidfile",
+                 str(dir / "dockerd.pid"), "-H", self.host],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    def answers(self):
+        return subprocess.run([self.client, "version"], env=self.env, capture_output=True,
+                              timeout=R.TIMEOUT).returncode == 0
+
+    def docker(self, *args, check=True, timeout=None):
+        p = subprocess.run([self.client, *map(str, args)], env=self.env, capture_output=True,
+                           text=True, timeout=timeout or 4 * R.TIMEOUT)
+        if check:
+            assert p.returncode == 0, f"docker {' '.join(map(str, args))}:\n{p.stderr}"
+        return p
+
+    def stop(self):
+        """SIGTERM to dockerd (it stops its containerd), SIGKILL to the whole
+        session after 30s; then whatever is still mounted below dir is
+        unmounted."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        prefix = str(self.dir) + "/"
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+@pytest.fixture
+def dockerd(_scope):
+    """A Docker engine of the test's own (Dockerd: host, env, docker(...),
+    log_path), stopped and its state removed at teardown even when the test
+    failed. Skips, with the reason, when dockerd or the docker client is
+    missing, when not root, or when dockerd does not answer within 60s."""
+    if os.geteuid() != 0:
+        pytest.skip("dockerd needs root")
+    if not shutil.which("dockerd") or not shutil.which("docker"):
+        pytest.skip("dockerd or docker is missing: install docker.io (scripts/install-deps)")
+    # a short directory: the socket's path must fit in 107 bytes
+    d = pathlib.Path(tempfile.mkdtemp(prefix="kiln-dockerd-", dir="/tmp"))
+    _scope.stack.push(R.remove_tree, d)
+    engine = Dockerd(d)
+    _scope.stack.push(engine.stop)
+    _scope.logs.append(engine.log_path)
+    deadline = time.monotonic() + 60
+    while not engine.answers():
+        if engine.proc.poll() is not None or time.monotonic() > deadline:
+            reason = R.tail(engine.log_path, 5).strip().replace("\n", " | ")
+            pytest.skip(f"dockerd cannot start here: {reason}")
+        time.sleep(0.2)
+    return engine

@@ -202,7 +202,8 @@ def test_local_builder_lifecycle(k):
     assert info["Log"] == str(d / "kilnd.log")
     pid = int(info["PID"])
     assert pid == k.pid("mybuilder")
-    assert info["Network Mode"] == "auto"
+    # what networkMode = "auto" resolved to: no CNI config here, so host
+    assert info["Network Mode"] == "host"
     assert info["Max Parallelism"] == "unlimited"
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
     # The daemon runs on exactly the files inspect names.

@@ -157,10 +157,17 @@ def test_info_reflects_config_file(daemons, kilnd):
 
 
 def test_flags_override_config_file(daemons):
-    d = daemons("--oci-max-parallelism", "7", "--oci-worker-net", "cni", config=MIRROR_CONFIG)
-    oci = info(d.sock)["config"]["worker"]["oci"]
+    # bridge: a CNI pool with kiln's own chain, made lazily (no namespace
+    # and no bridge exist until a RUN step needs one).
+    d = daemons("--oci-max-parallelism", "7", "--oci-worker-net", "bridge",
+                "--oci-cni-binary-dir", "/usr/lib/cni", config=MIRROR_CONFIG)
+    got = info(d.sock)
+    oci = got["config"]["worker"]["oci"]
     assert oci["max-parallelism"] == 7
-    assert oci["networkMode"] == "cni"
+    assert oci["networkMode"] == "bridge"
+    if os.geteuid() == 0:
+        assert got["network"] == {"mode": "cni", "pool": {"idle": 0, "inUse": 0, "created": 0,
+                                                          "released": 0}}
 
 
 def test_defaults_without_config_file(daemons, tmp_path):

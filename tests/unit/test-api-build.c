@@ -103,6 +103,13 @@ TEST(build_request_round_trip)
         struct kiln_api_build_secret secrets[] = { { "tok", secret_data, sizeof(secret_data) },
                                                    { "empty", NULL, 0 } };
         struct kiln_api_build_ssh ssh[] = { { "default", "/run/agent.sock" } };
+        struct kiln_api_kv image_attrs[] = { { "name", "127.0.0.1:5000/a:1,b" },
+                                             { "push", "true" },
+                                             { "compression", "zstd" } };
+        struct kiln_api_build_output outputs[] = {
+                { "image", image_attrs, ELEMENTSOF(image_attrs) },
+                { "oci", NULL, 0 },
+        };
         struct kiln_api_build_request req = {
                 .dockerfile = "FROM alpine\nRUN echo hi\n",
                 .dockerfile_name = "Dockerfile.dev",
@@ -126,6 +133,8 @@ TEST(build_request_round_trip)
                 .n_secrets = ELEMENTSOF(secrets),
                 .ssh = ssh,
                 .n_ssh = 1,
+                .outputs = outputs,
+                .n_outputs = ELEMENTSOF(outputs),
         };
         _cleanup_(kiln_api_build_request_release) struct kiln_api_build_request got = { 0 };
         _cleanup_free_ char *text = NULL;
@@ -172,6 +181,16 @@ TEST(build_request_round_trip)
         ASSERT_EQ_INT(got.secrets[1].len, 0);
         ASSERT_EQ_INT(got.n_ssh, 1);
         ASSERT_STREQ(got.ssh[0].path, "/run/agent.sock");
+        /* Outputs keep their order; attributes come sorted (an object). */
+        ASSERT_EQ_INT(got.n_outputs, 2);
+        ASSERT_STREQ(got.outputs[0].type, "image");
+        ASSERT_EQ_INT(got.outputs[0].n_attrs, 3);
+        ASSERT_STREQ(kiln_api_build_output_attr(&got.outputs[0], "name"), "127.0.0.1:5000/a:1,b");
+        ASSERT_STREQ(kiln_api_build_output_attr(&got.outputs[0], "push"), "true");
+        ASSERT_STREQ(kiln_api_build_output_attr(&got.outputs[0], "compression"), "zstd");
+        ASSERT_TRUE(kiln_api_build_output_attr(&got.outputs[0], "dest") == NULL);
+        ASSERT_STREQ(got.outputs[1].type, "oci");
+        ASSERT_EQ_INT(got.outputs[1].n_attrs, 0);
         return 0;
 }
 
@@ -251,6 +270,21 @@ TEST(build_request_refused)
                   "build request: ssh 'd' given more than once" },
                 { "{\"dockerfile\":\"a\\u0000b\",\"contextKey\":\"k\"}",
                   "build request: \"dockerfile\" holds a NUL character" },
+                { "{\"dockerfile\":\"x\",\"contextKey\":\"k\",\"outputs\":{}}",
+                  "build request: \"outputs\" must be an array" },
+                { "{\"dockerfile\":\"x\",\"contextKey\":\"k\",\"outputs\":[\"oci\"]}",
+                  "build request: \"outputs\"[0]: expected an object" },
+                { "{\"dockerfile\":\"x\",\"contextKey\":\"k\",\"outputs\":[{\"attrs\":{}}]}",
+                  "build request: \"outputs\"[0]: missing \"type\"" },
+                { "{\"dockerfile\":\"x\",\"contextKey\":\"k\",\"outputs\":[{\"type\":\"oci\"},"
+                  "{\"type\":\"cacheonly2\"}]}",
+                  "build request: \"outputs\"[1]: exporter \"cacheonly2\" could not be found" },
+                { "{\"dockerfile\":\"x\",\"contextKey\":\"k\",\"outputs\":[{\"type\":\"tar\","
+                  "\"dest\":\"out.tar\"}]}",
+                  "build request: \"outputs\"[0]: unknown field 'dest'" },
+                { "{\"dockerfile\":\"x\",\"contextKey\":\"k\",\"outputs\":[{\"type\":\"image\","
+                  "\"attrs\":{\"push\":true}}]}",
+                  "build request: \"outputs\"[0]: \"attrs\": \"push\" must be a string" },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -303,6 +337,44 @@ TEST(build_request_limits)
         json_object_set_new(j, "secrets", secrets);
         ASSERT_EQ_INT(kiln_api_build_request_from_json(j, &req, &err), -E2BIG);
         json_decref(j);
+        return 0;
+}
+
+TEST(build_request_output_limits)
+{
+        _cleanup_(kiln_error_freep) struct kiln_error *err = NULL, *err2 = NULL;
+        struct kiln_api_build_request req = { 0 };
+        json_t *j = json_object(), *outputs = json_array(), *one = json_array();
+        json_t *attrs = json_object(), *o;
+
+        ASSERT_TRUE(j && outputs && one && attrs);
+        json_object_set_new(j, "dockerfile", json_string("x"));
+        json_object_set_new(j, "contextKey", json_string("k"));
+        for (unsigned i = 0; i <= KILN_API_LIMIT_BUILD_OUTPUTS; i++)
+                json_array_append_new(outputs, json_pack("{s:s}", "type", "tar"));
+        json_object_set_new(j, "outputs", outputs);
+        ASSERT_EQ_INT(kiln_api_build_request_from_json(j, &req, &err), -E2BIG);
+        ASSERT_STREQ(kiln_error_message(err), "build request: more than 16 outputs");
+
+        for (unsigned i = 0; i <= KILN_API_LIMIT_OUTPUT_ATTRS; i++) {
+                char k[16];
+
+                (void) snprintf(k, sizeof(k), "k%u", i);
+                json_object_set_new(attrs, k, json_string("v"));
+        }
+        o = json_pack("{s:s,s:o}", "type", "image", "attrs", attrs);
+        json_array_append_new(one, o);
+        json_object_set_new(j, "outputs", one);
+        ASSERT_EQ_INT(kiln_api_build_request_from_json(j, &req, &err2), -E2BIG);
+        json_decref(j);
+        return 0;
+}
+
+TEST(export_path)
+{
+        _cleanup_free_ char *p = kiln_api_build_export_path("0123abcd", 3);
+
+        ASSERT_STREQ(p, "/v1/build/0123abcd/export/3");
         return 0;
 }
 
@@ -506,6 +578,11 @@ TEST(build_events_round_trip)
         char *inputs[] = { "sha256:1", "sha256:2" };
         char *follow[] = { "Dockerfile" }, *include[] = { "src" }, *exclude[] = { "*.log" };
         json_t *config = parse("{\"architecture\":\"amd64\",\"os\":\"linux\"}");
+        json_t *response =
+                parse("{\"containerimage.digest\":\"sha256:aa\",\"containerimage.config.digest\":"
+                      "\"sha256:bb\",\"containerimage.descriptor\":{\"mediaType\":\"application/"
+                      "vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:aa\",\"size\":480},"
+                      "\"image.name\":\"docker.io/library/x:latest\"}");
         const struct kiln_api_build_event events[] = {
                 { .type = KILN_API_BUILD_EVENT_BUILD, .time = "T", .id = "abc" },
                 { .type = KILN_API_BUILD_EVENT_VERTEX,
@@ -543,14 +620,21 @@ TEST(build_events_round_trip)
                   .n_include_patterns = 1,
                   .exclude_patterns = exclude,
                   .n_exclude_patterns = 1 },
-                { .type = KILN_API_BUILD_EVENT_RESULT, .config = config, .snapshot = "42" },
+                { .type = KILN_API_BUILD_EVENT_EXPORT, .index = 0, .exporter = "oci" },
+                { .type = KILN_API_BUILD_EVENT_RESULT,
+                  .config = config,
+                  .snapshot = "42",
+                  .exporter_response = response },
                 { .type = KILN_API_BUILD_EVENT_ERROR,
                   .error = "process \"/bin/sh -c exit 1\" "
                            "did not complete successfully: "
-                           "exit code: 1" },
+                           "exit code: 1",
+                  .source_file = "Dockerfile",
+                  .source_start = 3,
+                  .source_end = 4 },
         };
 
-        ASSERT_TRUE(config != NULL);
+        ASSERT_TRUE(config != NULL && response != NULL);
         for (size_t i = 0; i < ELEMENTSOF(events); i++) {
                 const struct kiln_api_build_event *ev = &events[i];
                 _cleanup_(kiln_api_build_event_release) struct kiln_api_build_event got = { 0 };
@@ -601,12 +685,28 @@ TEST(build_events_round_trip)
                         ASSERT_STREQ(got.include_patterns[0], "src");
                         ASSERT_STREQ(got.exclude_patterns[0], "*.log");
                         break;
+                case KILN_API_BUILD_EVENT_EXPORT:
+                        /* Index 0 is sent: it is the first output, not "absent". */
+                        ASSERT_STREQ(text,
+                                     "{\"exporter\":\"oci\",\"index\":0,\"type\":\"export\"}\n");
+                        ASSERT_EQ_INT(got.index, 0);
+                        ASSERT_STREQ(got.exporter, "oci");
+                        break;
                 case KILN_API_BUILD_EVENT_RESULT:
                         ASSERT_TRUE(json_equal(got.config, config));
                         ASSERT_STREQ(got.snapshot, "42");
+                        ASSERT_TRUE(json_equal(got.exporter_response, response));
+                        ASSERT_STREQ(json_string_value(json_object_get(got.exporter_response,
+                                                                       "containerimage.digest")),
+                                     "sha256:aa");
                         break;
                 case KILN_API_BUILD_EVENT_ERROR:
                         ASSERT_STREQ(got.error, ev->error);
+                        ASSERT_TRUE(strstr(text, "\"source\":{\"file\":\"Dockerfile\","
+                                                 "\"lines\":[3,4]}") != NULL);
+                        ASSERT_STREQ(got.source_file, "Dockerfile");
+                        ASSERT_EQ_INT(got.source_start, 3);
+                        ASSERT_EQ_INT(got.source_end, 4);
                         break;
                 case _KILN_API_BUILD_EVENT_TYPE_MAX:
                 case _KILN_API_BUILD_EVENT_TYPE_INVALID:
@@ -614,6 +714,24 @@ TEST(build_events_round_trip)
                 }
         }
         json_decref(config);
+        json_decref(response);
+        {
+                /* A result without outputs has no exporterResponse; an error
+                 * that is not a step's has no source. */
+                _cleanup_(kiln_api_build_event_release) struct kiln_api_build_event got = { 0 };
+                _cleanup_(kiln_api_build_event_release) struct kiln_api_build_event got2 = { 0 };
+                _cleanup_free_ char *text = NULL, *text2 = NULL;
+                struct kiln_api_build_event plain = { .type = KILN_API_BUILD_EVENT_RESULT };
+                struct kiln_api_build_event bare = { .type = KILN_API_BUILD_EVENT_ERROR,
+                                                     .error = "x" };
+
+                ASSERT_OK(round_trip(&plain, &got, &text));
+                ASSERT_TRUE(strstr(text, "exporterResponse") == NULL);
+                ASSERT_TRUE(got.exporter_response == NULL);
+                ASSERT_OK(round_trip(&bare, &got2, &text2));
+                ASSERT_STREQ(text2, "{\"error\":\"x\",\"type\":\"error\"}\n");
+                ASSERT_TRUE(got2.source_file == NULL);
+        }
         return 0;
 }
 
@@ -629,6 +747,15 @@ TEST(build_events_refused)
                 "{\"type\":\"log\",\"stream\":3,\"data\":\"\"}",
                 "{\"type\":\"result\",\"config\":\"{}\"}",
                 "{\"type\":\"error\"}",
+                "{\"type\":\"export\",\"exporter\":\"oci\"}",
+                "{\"type\":\"export\",\"index\":-1,\"exporter\":\"oci\"}",
+                "{\"type\":\"export\",\"index\":0}",
+                "{\"type\":\"result\",\"exporterResponse\":[]}",
+                "{\"type\":\"error\",\"error\":\"x\",\"source\":\"Dockerfile:3\"}",
+                "{\"type\":\"error\",\"error\":\"x\",\"source\":{\"lines\":[1,1]}}",
+                "{\"type\":\"error\",\"error\":\"x\",\"source\":{\"file\":\"D\",\"lines\":[3]}}",
+                "{\"type\":\"error\",\"error\":\"x\",\"source\":{\"file\":\"D\",\"lines\":[4,3]}}",
+                "{\"type\":\"error\",\"error\":\"x\",\"source\":{\"file\":\"D\",\"lines\":[0,3]}}",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {

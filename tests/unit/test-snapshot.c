@@ -925,6 +925,20 @@ TEST(labels)
         ASSERT_OK(kiln_snapshot_label_set(s, id, "blob", "{\"a\":2}", &e));
         ASSERT_EQ_INT(kiln_snapshot_label_get(s, id, "blob", &v), 1);
         ASSERT_STREQ(v, "{\"a\":2}");
+        ASSERT_OK(kiln_snapshot_label_set(s, id, "blob.gzip", "{}", &e));
+        {
+                char **keys = NULL;
+                size_t n = 0;
+
+                ASSERT_OK(kiln_snapshot_label_list(s, id, &keys, &n));
+                ASSERT_EQ_INT((int) n, 2);
+                ASSERT_STREQ(keys[0], "blob");
+                ASSERT_STREQ(keys[1], "blob.gzip");
+                ASSERT_TRUE(keys[2] == NULL);
+                for (size_t i = 0; i < n; i++)
+                        free(keys[i]);
+                free(keys);
+        }
         ASSERT_EQ_INT(kiln_snapshot_label_set(s, id, "../x", "v", &e), -EINVAL);
         ASSERT_EQ_INT(kiln_snapshot_label_set(s, "42", "blob", "v", &e), -ENOENT);
         ASSERT_EQ_INT(kiln_snapshot_label_get(s, "42", "blob", &v), 0);
