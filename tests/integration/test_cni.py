@@ -87,7 +87,9 @@ class Net:
         self.context.mkdir()
         shutil.copy(BUSYBOX, self.context / "busybox")
 
-    def create(self, conflist=None, pool=2, extra=""):
+    def create(self, conflist=None, pool=2, extra="", flags=False):
+        """A builder with networkMode = "cni": from its buildkitd.toml, or
+        (flags) from --buildkitd-flags as the documentation shows."""
         conf = self.short / "net.conflist"
         conf.write_text(conflist or (
             '{"cniVersion":"1.0.0","name":"kilncni","plugins":['
@@ -96,13 +98,19 @@ class Net:
             f'"ranges":[[{{"subnet":"{self.subnet}"}}]]}}}},'
             '{"type":"firewall"}]}'))
         toml = self.short / "buildkitd.toml"
-        toml.write_text(
-            "debug = true\n[worker.oci]\n"
-            '  networkMode = "cni"\n'
-            f'  cniConfigPath = "{conf}"\n'
-            f'  cniBinaryPath = "{self.bin}"\n'
-            f"  cniPoolSize = {pool}\n" + extra)
-        self.cli.ok("create", "--name", "n", "--config", toml, "--use")
+        if flags:
+            toml.write_text("debug = true\n" + extra)
+            self.cli.ok("create", "--name", "n", "--config", toml, "--use", "--buildkitd-flags",
+                        f"--oci-worker-net=cni --oci-cni-config-path={conf} "
+                        f"--oci-cni-binary-dir={self.bin} --oci-cni-pool-size={pool}")
+        else:
+            toml.write_text(
+                "debug = true\n[worker.oci]\n"
+                '  networkMode = "cni"\n'
+                f'  cniConfigPath = "{conf}"\n'
+                f'  cniBinaryPath = "{self.bin}"\n'
+                f"  cniPoolSize = {pool}\n" + extra)
+            self.cli.ok("create", "--name", "n", "--config", toml, "--use")
         self.cli.ok("inspect", "--bootstrap", "n")
 
     @property
@@ -250,8 +258,9 @@ def test_concurrent_builds_listen_on_one_port(net):
 
 
 def test_step_reaches_a_server_on_the_gateway(net):
-    """A RUN step reaches a server the test runs on the bridge's gateway."""
-    net.create(pool=1)
+    """A RUN step reaches a server the test runs on the bridge's gateway;
+    the builder's network comes from --buildkitd-flags."""
+    net.create(pool=1, flags=True)
     wait_for(lambda: ip("-n", net.netns, "-4", "addr", "show", "kb0", check=False).returncode
              == 0 and net.gateway in ip("-n", net.netns, "-4", "addr", "show", "kb0").stdout,
              "the bridge has its gateway address")
@@ -308,3 +317,31 @@ def test_broken_config_fails_the_build_with_the_plugins_message(net):
     assert 'plugin type="bridge" name="kilncni" failed (add)' in err, err
     assert "10.77.0.0/33" in err, err
     assert net.leftovers()[0] == []
+
+
+def test_bridge_mode_brings_its_own_chain_and_removes_its_bridge(net):
+    """networkMode = "bridge": no CNI file to write; steps get addresses of
+    bridgeSubnet on bridgeName, which kilnd made and removes at stop."""
+    leases = pathlib.Path("/var/lib/cni/networks/buildkit")
+    # the first directory of that path the plugins will create, if any
+    created = next((p for p in (leases.parents[1], leases.parents[0], leases)
+                    if not p.exists()), None)
+    toml = net.short / "bridge.toml"
+    toml.write_text('[worker.oci]\n  networkMode = "bridge"\n'
+                    f'  cniBinaryPath = "{PLUGINS}"\n'
+                    '  bridgeName = "kbr0"\n  bridgeSubnet = "10.79.0.0/24"\n')
+    try:
+        net.cli.ok("create", "--name", "n", "--config", toml, "--use")
+        _, _, err = net.build(BASE + "RUN ip -4 -o addr show eth0 | sed 's/^/br-addr /'\n")
+        got = addresses(err, "br-addr")
+        assert got and got[0].startswith("10.79.0."), err
+        assert ip("-n", net.netns, "link", "show", "kbr0", check=False).returncode == 0
+        assert net.cli.inspect("n")["Network Mode"] == "cni"
+        net.cli.ok("stop", "n")
+        assert ip("-n", net.netns, "link", "show", "kbr0", check=False).returncode != 0
+        assert not [p for p in leases.iterdir() if re.match(r"^\d+\.", p.name)]
+    finally:
+        # host-local keeps the built-in bridge's leases in its default
+        # directory: leave the machine as it was.
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
