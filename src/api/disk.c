@@ -22,22 +22,6 @@
 
 /* ---- times ---- */
 
-static void time_format(int64_t ns, char out[static KILN_API_TIME_SIZE])
-{
-        time_t s = (time_t) (ns / NS_PER_S);
-        long frac = (long) (ns % NS_PER_S);
-        struct tm tm;
-        size_t n;
-
-        if (frac < 0) {
-                frac += NS_PER_S;
-                s--;
-        }
-        gmtime_r(&s, &tm);
-        n = strftime(out, KILN_API_TIME_SIZE, "%Y-%m-%dT%H:%M:%S", &tm);
-        (void) snprintf(out + n, KILN_API_TIME_SIZE - n, ".%09ldZ", frac);
-}
-
 /* RFC 3339 in UTC ("Z") with an optional fraction of up to 9 digits. */
 static int time_parse(const char *s, int64_t *ret)
 {
@@ -99,10 +83,10 @@ int kiln_api_disk_record_to_json(const struct kiln_api_disk_record *r, json_t **
 
                 rr |= a ? kiln_api_json_set(o, "parents", a) : -ENOMEM;
         }
-        time_format(r->created_ns, t);
+        kiln_api_time_format(r->created_ns, t);
         rr |= kiln_api_json_set_str(o, "createdAt", t);
         if (r->last_used_ns != 0) {
-                time_format(r->last_used_ns, t);
+                kiln_api_time_format(r->last_used_ns, t);
                 rr |= kiln_api_json_set_str(o, "lastUsedAt", t);
         }
         rr |= kiln_api_json_set_int(o, "usageCount", r->usage_count);
@@ -454,6 +438,67 @@ static bool is_field_char(char c)
 }
 
 /* One selector at *p; advances *p past it (to ',' or the end). */
+/* What glibc's regcomp compiles in reasonable time and memory: it expands
+ * x+ into xx* and {m,n} into copies, so stacked and nested repetitions
+ * grow exponentially ("((a{0,45}){0,45}){0,45}" takes seconds and
+ * gigabytes). A ~= pattern is at most KILN_API_LIMIT_DISK_PATTERN bytes,
+ * with no {m,n}, no back reference, no repetition of a repetition ("a++")
+ * and groups nested at most KILN_API_LIMIT_DISK_PATTERN_DEPTH deep:
+ * stricter than BuildKit's Go regexp, which runs in linear time. */
+static int pattern_check(const char *filter, const char *re, struct kiln_error **err)
+{
+        bool quantified = false;
+        unsigned depth = 0;
+
+        if (strlen(re) > KILN_API_LIMIT_DISK_PATTERN)
+                return kiln_error_set(err, -EINVAL, "filter '%s': pattern longer than %u bytes",
+                                      filter, KILN_API_LIMIT_DISK_PATTERN);
+        for (const char *c = re; *c; c++) {
+                bool q = false;
+
+                if (*c == '\\' && c[1]) {
+                        if (c[1] >= '1' && c[1] <= '9')
+                                return kiln_error_set(err, -EINVAL,
+                                                      "filter '%s': back references are not "
+                                                      "supported in ~= patterns",
+                                                      filter);
+                        c++;
+                } else if (*c == '[') {
+                        /* a bracket expression: its characters are literal */
+                        c++;
+                        if (*c == '^')
+                                c++;
+                        if (*c == ']')
+                                c++;
+                        while (*c && *c != ']')
+                                c++;
+                        if (!*c)
+                                break; /* regcomp says what is wrong */
+                } else if (*c == '{')
+                        return kiln_error_set(err, -EINVAL,
+                                              "filter '%s': repetition counts ({m,n}) are not "
+                                              "supported in ~= patterns",
+                                              filter);
+                else if (*c == '(' && ++depth > KILN_API_LIMIT_DISK_PATTERN_DEPTH)
+                        return kiln_error_set(err, -EINVAL,
+                                              "filter '%s': groups nested more than %u deep",
+                                              filter, KILN_API_LIMIT_DISK_PATTERN_DEPTH);
+                else if (*c == ')' && depth > 0)
+                        depth--;
+                else if (*c == '*' || *c == '+' || *c == '?') {
+                        if (quantified)
+                                return kiln_error_set(err, -EINVAL,
+                                                      "filter '%s': a repetition of a repetition "
+                                                      "('%c' after '%c') is not supported in ~= "
+                                                      "patterns",
+                                                      filter, *c, c[-1]);
+                        q = true;
+                }
+                quantified = q;
+        }
+        return 0;
+}
+
 static int selector_parse(const char *filter, const char **p, struct selector *sel,
                           struct kiln_error **err)
 {
@@ -522,7 +567,14 @@ static int selector_parse(const char *filter, const char **p, struct selector *s
         }
         sel->value = kiln_buf_steal(&v);
         if (sel->op == OP_MATCHES) {
-                int rc = regcomp(&sel->re, sel->value, REG_EXTENDED | REG_NOSUB);
+                /* a filter comes from any client: see pattern_check */
+                int rc = pattern_check(filter, sel->value, err);
+
+                if (rc < 0) {
+                        sel->op = OP_EQUAL; /* nothing to regfree */
+                        return rc;
+                }
+                rc = regcomp(&sel->re, sel->value, REG_EXTENDED | REG_NOSUB);
 
                 if (rc != 0) {
                         char msg[128];
@@ -752,6 +804,13 @@ int kiln_api_disk_filter_from_flags(const char *const *flags, size_t n, char **r
         if (r < 0)
                 return r;
         if (out.len > 0) {
+                /* What the daemon would refuse is refused here, before
+                 * anything is sent. */
+                _cleanup_(kiln_api_disk_filter_freep) struct kiln_api_disk_filter *f = NULL;
+
+                r = kiln_api_disk_filter_parse(out.data, &f, err);
+                if (r < 0)
+                        return r;
                 *ret_filter = kiln_buf_steal(&out);
         }
         return 0;

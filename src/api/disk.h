@@ -55,6 +55,10 @@
 #define KILN_API_LIMIT_DISK_FILTER 4096u
 /* Selectors in one filter. */
 #define KILN_API_LIMIT_DISK_SELECTORS 64u
+/* A ~= pattern of a filter. */
+#define KILN_API_LIMIT_DISK_PATTERN 256u
+/* Groups nested in a ~= pattern. */
+#define KILN_API_LIMIT_DISK_PATTERN_DEPTH 4u
 /* Records in one du answer (the client refuses more). */
 #define KILN_API_LIMIT_DISK_RECORDS 1000000u
 /* A du answer, in bytes. */

@@ -7,9 +7,9 @@
  * later daemon may add some.
  */
 #include <inttypes.h>
-#include <time.h>
 
 #include "api-internal.h"
+#include "base/clock.h"
 
 static const char *const event_types[_KILN_API_EVENT_TYPE_MAX] = {
         [KILN_API_EVENT_RESOLVING] = "resolving",
@@ -39,14 +39,7 @@ enum kiln_api_event_type kiln_api_event_type_from_string(const char *s)
 
 void kiln_api_time_now(char out[static KILN_API_TIME_SIZE])
 {
-        struct timespec ts;
-        struct tm tm;
-        size_t n;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        n = strftime(out, KILN_API_TIME_SIZE, "%Y-%m-%dT%H:%M:%S", &tm);
-        (void) snprintf(out + n, KILN_API_TIME_SIZE - n, ".%09ldZ", ts.tv_nsec);
+        kiln_api_time_format(kiln_realtime_ns(), out);
 }
 
 /* ---- encoding ---- */

@@ -294,3 +294,19 @@ int kiln_rm_rf_at(int dirfd, const char *path, const char *keep, struct kiln_err
         }
         return rm_rf_children(&x, fd, path, keep, 0);
 }
+
+bool kiln_tmp_name_is_ours(const char *name)
+{
+        const char *last = strrchr(name, '-'), *prev;
+        char pid[24];
+
+        if (!last || last == name)
+                return false;
+        for (prev = last - 1; prev > name && *prev != '-'; prev--)
+                ;
+        if (*prev != '-')
+                return false;
+        snprintf(pid, sizeof(pid), "%ld", (long) getpid());
+        return (size_t) (last - prev - 1) == strlen(pid) &&
+               strncmp(prev + 1, pid, strlen(pid)) == 0;
+}

@@ -60,3 +60,8 @@ int kiln_path_absolute(const char *path, char **ret);
  * deeper than KILN_RM_RF_MAX_DEPTH fails with -ELOOP. Not atomic: callers
  * that need the tree to vanish at once rename it out of the way first. */
 int kiln_rm_rf_at(int dirfd, const char *path, const char *keep, struct kiln_error **err);
+
+/* Whether name, a temporary entry named "...-<pid>-<n>", was made by this
+ * process (<pid> is getpid() in decimal): entries of other processes may
+ * still be in use, this process's own are left over from a failure. */
+bool kiln_tmp_name_is_ours(const char *name);

@@ -123,6 +123,18 @@ static inline int ascii_hex_value(char c)
         return -1;
 }
 
+/* How many decimal digits v is written with (1 for 0). */
+static inline unsigned decimal_digits(uint64_t v)
+{
+        unsigned d = 1;
+
+        while (v >= 10) {
+                v /= 10;
+                d++;
+        }
+        return d;
+}
+
 /* Allocation helpers abort on out-of-memory: there is no sane recovery. */
 void *kiln_xmalloc(size_t n);
 void *kiln_xcalloc(size_t n, size_t size);

@@ -11,17 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/macro.h"
 
 extern char **environ;
-
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void close_now(int *fd)
 {
@@ -69,7 +62,7 @@ static int reap(pid_t pid, int64_t deadline)
                         return status;
                 if (w < 0 && errno != EINTR)
                         return -errno;
-                if (mono_ms() >= deadline)
+                if (kiln_mono_ms() >= deadline)
                         break;
                 (void) nanosleep(&(struct timespec){ .tv_nsec = 2 * 1000 * 1000 }, NULL);
         }
@@ -148,7 +141,7 @@ int kiln_spawn_run(const struct kiln_spawn *s, struct kiln_error **err)
 {
         struct kiln_buf *bufs[2] = { s->out, s->err };
         struct child c = { .pid = -1, .in = -1, .pipe = { -1, -1 } };
-        int64_t deadline = mono_ms() + s->timeout_ms;
+        int64_t deadline = kiln_mono_ms() + s->timeout_ms;
         size_t sent = 0;
         int r;
 
@@ -161,7 +154,7 @@ int kiln_spawn_run(const struct kiln_spawn *s, struct kiln_error **err)
                         { .fd = c.pipe[0], .events = POLLIN },
                         { .fd = c.pipe[1], .events = POLLIN },
                 };
-                int64_t left = deadline - mono_ms();
+                int64_t left = deadline - kiln_mono_ms();
                 char chunk[16384];
 
                 if (left <= 0) {

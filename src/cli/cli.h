@@ -134,14 +134,19 @@ extern const struct kiln_cli_command kiln_cli_command_imagetools;
 extern const struct kiln_cli_command kiln_cli_command_imagetools_inspect;
 extern const struct kiln_cli_command kiln_cli_command_imagetools_create;
 
-/* ---- Image verbs (cmd-pull.c), shared with cmd-imagetools.c ---- */
+/* ---- Image verbs (cmd-pull.c), shared with cmd-imagetools.c, du, prune ---- */
 
 struct kiln_cli_store;
 struct kiln_cli_builder;
 struct kiln_api_event;
 
 /* The store and the builder in use (--builder, KILN_BUILDER, else the
- * current one), its daemon running. */
+ * current one), its daemon running (kiln_cli_builder_boot with
+ * timeout_ms). Both are the caller's to free. */
+int kiln_cli_builder_target(struct kiln_cli *cli, uint64_t timeout_ms,
+                            struct kiln_cli_store **ret_store, struct kiln_cli_builder **ret,
+                            struct kiln_error **err);
+/* kiln_cli_builder_target with the default timeout. */
 int kiln_cli_image_target(struct kiln_cli *cli, struct kiln_cli_store **ret_store,
                           struct kiln_cli_builder **ret, struct kiln_error **err);
 /* One plain progress line for a registry event (byte progress is not
@@ -497,6 +502,12 @@ int kiln_cli_output_writer_finish(struct kiln_cli_output_writer *s, char **ret_o
                                   struct kiln_error **err);
 struct kiln_cli_output_writer *kiln_cli_output_writer_free(struct kiln_cli_output_writer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct kiln_cli_output_writer *, kiln_cli_output_writer_free);
+
+/* Copies the data of the entry just read from in (a libarchive reader) to
+ * out (a writer that took the entry's header). Returns NULL when all of it
+ * was copied, else the archive that failed (for archive_error_string). */
+struct archive;
+struct archive *kiln_cli_archive_copy_data(struct archive *in, struct archive *out);
 
 /* One output's download, GET /v1/build/<id>/export/<index>, run on a
  * thread of its own so that the caller keeps reading the build's events.

@@ -553,7 +553,7 @@ static char *member_path(const char *dir, const char *name)
  * outside dir (no '..', no writes through links), no device nodes. */
 static int extract_stdin(struct stdin_reader *in, const char *dir, struct kiln_error **err)
 {
-        struct archive *a = archive_read_new(), *w = archive_write_disk_new();
+        struct archive *a = archive_read_new(), *w = archive_write_disk_new(), *failed;
         struct archive_entry *e;
         size_t count = 0;
         int r = 0, ar;
@@ -604,22 +604,11 @@ static int extract_stdin(struct stdin_reader *in, const char *dir, struct kiln_e
                                            archive_entry_pathname(e), archive_error_string(w));
                         goto out;
                 }
-                for (;;) {
-                        const void *buf;
-                        size_t len;
-                        la_int64_t off;
-
-                        ar = archive_read_data_block(a, &buf, &len, &off);
-                        if (ar == ARCHIVE_EOF)
-                                break;
-                        if (ar != ARCHIVE_OK ||
-                            archive_write_data_block(w, buf, len, off) != ARCHIVE_OK) {
-                                r = kiln_error_set(err, -EIO, "unpack '%s' from stdin: %s",
-                                                   archive_entry_pathname(e),
-                                                   ar != ARCHIVE_OK ? archive_error_string(a)
-                                                                    : archive_error_string(w));
-                                goto out;
-                        }
+                failed = kiln_cli_archive_copy_data(a, w);
+                if (failed) {
+                        r = kiln_error_set(err, -EIO, "unpack '%s' from stdin: %s",
+                                           archive_entry_pathname(e), archive_error_string(failed));
+                        goto out;
                 }
                 if (archive_write_finish_entry(w) != ARCHIVE_OK) {
                         r = kiln_error_set(err, -EIO, "unpack '%s' from stdin: %s",
@@ -1260,10 +1249,21 @@ static int write_metadata(const char *file, const struct kiln_cli_builder *b, co
         json_decref(o);
         if (!text)
                 return kiln_error_set(err, -ENOMEM, "out of memory");
-        r = kiln_write_file_atomic(file, text, strlen(text), 0644);
+        /* as the file outputs write: through links and into devices */
+        {
+                _cleanup_(kiln_cli_output_writer_freep) struct kiln_cli_output_writer *mw = NULL;
+                struct kiln_cli_output out = { .sink = KILN_CLI_OUTPUT_SINK_FILE,
+                                               .dest = (char *) file };
+
+                r = kiln_cli_output_writer_new(&out, &mw, err);
+                if (r >= 0)
+                        r = kiln_cli_output_writer_write(mw, text, strlen(text), err);
+                if (r >= 0)
+                        r = kiln_cli_output_writer_finish(mw, NULL, err);
+        }
         free(text);
         if (r < 0)
-                return kiln_error_set(err, r, "write metadata file '%s': %s", file, strerror(-r));
+                return kiln_error_wrap(err, "write metadata file '%s'", file);
         return 0;
 }
 

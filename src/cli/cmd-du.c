@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "api/disk.h"
+#include "base/clock.h"
 #include "builder.h"
 #include "cli.h"
 #include "http.h"
@@ -34,14 +35,6 @@ static const struct kiln_cli_option options[] = {
                           "Override the default timeout for loading builder status", "20s", false },
 };
 
-static int64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void last_accessed(const struct kiln_api_disk_record *r, int64_t now, struct kiln_buf *b)
 {
         char d[KILN_API_HUMAN_SIZE];
@@ -56,7 +49,7 @@ static void print_table(const struct kiln_api_disk_record *v, size_t n, FILE *f)
 {
         _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT(SIZE_MAX / 2);
         _cleanup_free_ char *out = NULL;
-        int64_t now = now_ns();
+        int64_t now = kiln_realtime_ns();
 
         kiln_buf_puts(&b, "ID\tRECLAIMABLE\tSIZE\tLAST ACCESSED\n");
         for (size_t i = 0; i < n; i++) {
@@ -75,7 +68,7 @@ static void print_table(const struct kiln_api_disk_record *v, size_t n, FILE *f)
 /* buildx's pretty template, one block per record and an empty line. */
 static void print_verbose(const struct kiln_api_disk_record *v, size_t n, FILE *f)
 {
-        int64_t now = now_ns();
+        int64_t now = kiln_realtime_ns();
 
         for (size_t i = 0; i < n; i++) {
                 _cleanup_(kiln_buf_release) struct kiln_buf last = KILN_BUF_INIT(256);
@@ -141,7 +134,6 @@ static int du_run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct
 {
         _cleanup_(kiln_cli_store_freep) struct kiln_cli_store *s = NULL;
         _cleanup_(kiln_cli_builder_freep) struct kiln_cli_builder *b = NULL;
-        _cleanup_(kiln_cli_status_release) struct kiln_cli_status status = { 0 };
         const struct kiln_cli_value *v = args->values;
         _cleanup_free_ char *filter = NULL, *path = NULL;
         struct kiln_api_disk_record *recs = NULL;
@@ -161,13 +153,7 @@ static int du_run(struct kiln_cli *cli, const struct kiln_cli_args *args, struct
                 if (r < 0)
                         return r;
         }
-        r = kiln_cli_store_open(cli->config_dir, &s, err);
-        if (r < 0)
-                return r;
-        r = kiln_cli_store_resolve(s, cli->builder, /* materialize= */ true, &b, err);
-        if (r < 0)
-                return r;
-        r = kiln_cli_builder_boot(s, b, kiln_cli_args_timeout_ms(args, OPT_TIMEOUT), &status, err);
+        r = kiln_cli_builder_target(cli, kiln_cli_args_timeout_ms(args, OPT_TIMEOUT), &s, &b, err);
         if (r < 0)
                 return r;
         kiln_cli_builder_http_target(b, &t);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "api/disk.h"
+#include "base/clock.h"
 #include "builder.h"
 #include "cli.h"
 #include "config/config.h"
@@ -104,14 +105,6 @@ struct prune_state {
         char *error;
 };
 
-static int64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void print_verbose(const struct kiln_api_disk_record *r)
 {
         _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT(SIZE_MAX / 2);
@@ -136,7 +129,7 @@ static void print_verbose(const struct kiln_api_disk_record *r)
                 kiln_buf_printf(&b, "Description:\t%s\n", r->description);
         kiln_buf_printf(&b, "Usage count:\t%" PRId64 "\n", r->usage_count);
         if (r->last_used_ns) {
-                kiln_api_human_duration(now_ns() - r->last_used_ns, d);
+                kiln_api_human_duration(kiln_realtime_ns() - r->last_used_ns, d);
                 kiln_buf_printf(&b, "Last used:\t%s ago\n", d);
         }
         if (r->type && r->type[0])
@@ -163,7 +156,7 @@ static void print_row(struct prune_state *ps, const struct kiln_api_disk_record 
         snprintf(size, sizeof(size), "%s%s", hs, r->shared ? "*" : "");
         kiln_buf_printf(&b, "%-40s\t%-5s\t%-10s\t", id, r->in_use ? "false" : "true", size);
         if (r->last_used_ns) {
-                kiln_api_human_duration(now_ns() - r->last_used_ns, d);
+                kiln_api_human_duration(kiln_realtime_ns() - r->last_used_ns, d);
                 kiln_buf_printf(&b, "%s ago", d);
         }
         kiln_buf_putc(&b, '\n');
@@ -208,7 +201,6 @@ static int prune_run(struct kiln_cli *cli, const struct kiln_cli_args *args,
 {
         _cleanup_(kiln_cli_store_freep) struct kiln_cli_store *s = NULL;
         _cleanup_(kiln_cli_builder_freep) struct kiln_cli_builder *b = NULL;
-        _cleanup_(kiln_cli_status_release) struct kiln_cli_status status = { 0 };
         _cleanup_(kiln_api_prune_request_release) struct kiln_api_prune_request req = { 0 };
         const struct kiln_cli_value *v = args->values;
         _cleanup_free_ char *body = NULL, *total_text = NULL;
@@ -245,13 +237,7 @@ static int prune_run(struct kiln_cli *cli, const struct kiln_cli_args *args,
         if (!v[OPT_FORCE].b && !confirm(req.all ? all_warning : normal_warning))
                 return 0;
 
-        r = kiln_cli_store_open(cli->config_dir, &s, err);
-        if (r < 0)
-                return r;
-        r = kiln_cli_store_resolve(s, cli->builder, /* materialize= */ true, &b, err);
-        if (r < 0)
-                return r;
-        r = kiln_cli_builder_boot(s, b, kiln_cli_args_timeout_ms(args, OPT_TIMEOUT), &status, err);
+        r = kiln_cli_builder_target(cli, kiln_cli_args_timeout_ms(args, OPT_TIMEOUT), &s, &b, err);
         if (r < 0)
                 return r;
         kiln_cli_builder_http_target(b, &t);

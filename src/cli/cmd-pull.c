@@ -21,10 +21,9 @@ static const struct kiln_cli_option options[] = {
                            "Set platform if server is multi-platform capable", NULL, false },
 };
 
-/* The store and the builder in use (--builder, KILN_BUILDER, else the
- * current one), its daemon running. */
-int kiln_cli_image_target(struct kiln_cli *cli, struct kiln_cli_store **ret_store,
-                          struct kiln_cli_builder **ret, struct kiln_error **err)
+int kiln_cli_builder_target(struct kiln_cli *cli, uint64_t timeout_ms,
+                            struct kiln_cli_store **ret_store, struct kiln_cli_builder **ret,
+                            struct kiln_error **err)
 {
         _cleanup_(kiln_cli_store_freep) struct kiln_cli_store *s = NULL;
         _cleanup_(kiln_cli_builder_freep) struct kiln_cli_builder *b = NULL;
@@ -37,12 +36,18 @@ int kiln_cli_image_target(struct kiln_cli *cli, struct kiln_cli_store **ret_stor
         r = kiln_cli_store_resolve(s, cli->builder, /* materialize= */ true, &b, err);
         if (r < 0)
                 return r;
-        r = kiln_cli_builder_boot(s, b, KILN_CLI_TIMEOUT_DEFAULT_MS, &st, err);
+        r = kiln_cli_builder_boot(s, b, timeout_ms, &st, err);
         if (r < 0)
                 return r;
         *ret_store = TAKE_PTR(s);
         *ret = TAKE_PTR(b);
         return 0;
+}
+
+int kiln_cli_image_target(struct kiln_cli *cli, struct kiln_cli_store **ret_store,
+                          struct kiln_cli_builder **ret, struct kiln_error **err)
+{
+        return kiln_cli_builder_target(cli, KILN_CLI_TIMEOUT_DEFAULT_MS, ret_store, ret, err);
 }
 
 static const char *strna(const char *s)

@@ -3,14 +3,12 @@
 #include <time.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "cli.h"
 
 uint64_t kiln_cli_now_ms(void)
 {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+        return (uint64_t) kiln_mono_ms();
 }
 
 void kiln_cli_sleep_ms(unsigned ms)

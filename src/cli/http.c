@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <curl/curl.h>
+#include <stdatomic.h>
 
 #include "api/api.h"
 #include "base/limits.h"
@@ -24,9 +25,14 @@ struct transfer {
         char *url;
         char errbuf[CURL_ERROR_SIZE];
         /* Where the answer goes: the whole body, or the events of a 2xx
-         * stream (an error answer of a stream still goes to body). */
+         * stream, or the bytes of a 2xx download handed to sink (an error
+         * answer of a stream or a download still goes to body). */
         struct kiln_buf body;
         struct kiln_cli_ndjson *stream;
+        kiln_cli_http_sink_fn sink;
+        void *sink_userdata;
+        /* Set by another thread to stop the transfer. */
+        const atomic_bool *cancel;
         bool too_big;
         struct kiln_error *cb_err; /* set when the stream's consumer failed */
         int cb_code;
@@ -56,10 +62,11 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *userdata)
         long status = 0;
         int r;
 
-        if (x->stream) {
+        if (x->stream || x->sink) {
                 (void) curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &status);
                 if (status >= 200 && status < 300) {
-                        r = kiln_cli_ndjson_feed(x->stream, data, n, &x->cb_err);
+                        r = x->stream ? kiln_cli_ndjson_feed(x->stream, data, n, &x->cb_err)
+                                      : x->sink(x->sink_userdata, data, n, &x->cb_err);
                         if (r < 0) {
                                 x->cb_code = r;
                                 return 0; /* aborts the transfer */
@@ -68,6 +75,8 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *userdata)
                 }
         }
         if (kiln_buf_append(&x->body, data, n) < 0) {
+                if (x->sink)
+                        return n; /* a download's error answer: what was kept is enough */
                 x->too_big = true;
                 return 0;
         }
@@ -87,11 +96,27 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *userdata)
         return (size_t) n;
 }
 
-/* content_type: of the body (NULL: no body); body: a body in memory, or
- * NULL for none or one that the caller sets up. */
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+        struct transfer *x = userdata;
+
+        (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
+        return atomic_load(x->cancel) ? 1 : 0; /* non-zero aborts */
+}
+
+static bool cancelled(const struct transfer *x)
+{
+        return x->cancel && atomic_load(x->cancel);
+}
+
+/* accept: the Accept header (NULL: curl's default); content_type: of the
+ * body (NULL: no body); body: a body in memory, or NULL for none or one
+ * that the caller sets up. */
 static int transfer_setup(struct transfer *x, const struct kiln_cli_http_target *t,
-                          const char *method, const char *path, const char *content_type,
-                          const char *body, size_t body_len, struct kiln_error **err)
+                          const char *method, const char *path, const char *accept,
+                          const char *content_type, const char *body, size_t body_len,
+                          struct kiln_error **err)
 {
         const char *addr = t->address;
 
@@ -140,7 +165,11 @@ static int transfer_setup(struct transfer *x, const struct kiln_cli_http_target 
                         (void) curl_easy_setopt(x->curl, CURLOPT_SSLKEY, t->key_file);
         }
 
-        x->headers = curl_slist_append(x->headers, "Accept: " KILN_API_CONTENT_TYPE_JSON);
+        if (accept) {
+                _cleanup_free_ char *h = kiln_xasprintf("Accept: %s", accept);
+
+                x->headers = curl_slist_append(x->headers, h);
+        }
         if (content_type) {
                 _cleanup_free_ char *h = kiln_xasprintf("Content-Type: %s", content_type);
 
@@ -201,7 +230,7 @@ static int transfer_perform(struct transfer *x, long *ret_status, struct kiln_er
         int r;
 
         c = curl_easy_perform(x->curl);
-        if (c == CURLE_OK) {
+        if (c == CURLE_OK && !cancelled(x)) {
                 (void) curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, ret_status);
                 return 0;
         }
@@ -214,11 +243,24 @@ static int transfer_perform(struct transfer *x, long *ret_status, struct kiln_er
                 *err = TAKE_PTR(x->read_err);
                 return x->read_code;
         }
+        /* A download's sink failed: its error, as it is. */
+        if (x->cb_code < 0 && x->sink) {
+                if (!x->cb_err)
+                        return kiln_error_set(err, x->cb_code,
+                                              "%s %s on '%s': the answer could not be written",
+                                              x->method, x->path, t->address);
+                *err = kiln_error_free(*err);
+                *err = TAKE_PTR(x->cb_err);
+                return x->cb_code;
+        }
         if (x->cb_code < 0 && x->cb_err) {
                 *err = kiln_error_free(*err);
                 *err = TAKE_PTR(x->cb_err);
                 return kiln_error_wrap(err, "%s %s on '%s'", x->method, x->path, t->address);
         }
+        if (cancelled(x))
+                return kiln_error_set(err, -ECANCELED, "%s %s on '%s': cancelled", x->method,
+                                      x->path, t->address);
         if (x->too_big)
                 return kiln_error_set(err, -E2BIG,
                                       "%s %s on '%s': the answer is larger than %zu bytes",
@@ -277,8 +319,8 @@ int kiln_cli_http_request(const struct kiln_cli_http_target *t, const char *meth
         long status = 0;
         int r;
 
-        r = transfer_setup(&x, t, method, path, body ? KILN_API_CONTENT_TYPE_JSON : NULL, body,
-                           body_len, err);
+        r = transfer_setup(&x, t, method, path, KILN_API_CONTENT_TYPE_JSON,
+                           body ? KILN_API_CONTENT_TYPE_JSON : NULL, body, body_len, err);
         if (r < 0)
                 return r;
         (void) curl_easy_setopt(x.curl, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
@@ -347,7 +389,8 @@ int kiln_cli_http_send_json(const struct kiln_cli_http_target *t, const char *me
         long status = 0;
         int r;
 
-        r = transfer_setup(&x, t, method, path, body->content_type, NULL, 0, err);
+        r = transfer_setup(&x, t, method, path, KILN_API_CONTENT_TYPE_JSON, body->content_type,
+                           NULL, 0, err);
         if (r < 0)
                 return r;
         x.body.max = max_answer;
@@ -453,8 +496,8 @@ int kiln_cli_http_stream(const struct kiln_cli_http_target *t, const char *metho
         int r;
 
         kiln_cli_ndjson_init(&s, KILN_CLI_LIMIT_EVENT, on_event, userdata);
-        r = transfer_setup(&x, t, method, path, body ? KILN_API_CONTENT_TYPE_JSON : NULL, body,
-                           body_len, err);
+        r = transfer_setup(&x, t, method, path, KILN_API_CONTENT_TYPE_JSON,
+                           body ? KILN_API_CONTENT_TYPE_JSON : NULL, body, body_len, err);
         if (r < 0)
                 return r;
         x.stream = &s;
@@ -471,5 +514,38 @@ int kiln_cli_http_stream(const struct kiln_cli_http_target *t, const char *metho
         r = kiln_cli_ndjson_finish(&s, err);
         if (r < 0)
                 return kiln_error_wrap(err, "%s %s on '%s'", method, path, t->address);
+        return 0;
+}
+
+int kiln_cli_http_download(const struct kiln_cli_http_target *t, const char *path,
+                           uint64_t connect_timeout_ms, uint64_t idle_timeout_s,
+                           size_t max_error_body, kiln_cli_http_sink_fn sink, void *userdata,
+                           const atomic_bool *cancel, struct kiln_error **err)
+{
+        _cleanup_(transfer_release) struct transfer x = { 0 };
+        long status = 0;
+        int r;
+
+        r = transfer_setup(&x, t, "GET", path, NULL, NULL, NULL, 0, err);
+        if (r < 0)
+                return r;
+        x.body.max = max_error_body;
+        x.sink = sink;
+        x.sink_userdata = userdata;
+        x.cancel = cancel;
+        if (cancel) {
+                (void) curl_easy_setopt(x.curl, CURLOPT_NOPROGRESS, 0L);
+                (void) curl_easy_setopt(x.curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+                (void) curl_easy_setopt(x.curl, CURLOPT_XFERINFODATA, &x);
+        }
+        (void) curl_easy_setopt(x.curl, CURLOPT_CONNECTTIMEOUT_MS, (long) connect_timeout_ms);
+        (void) curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        (void) curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_TIME, (long) idle_timeout_s);
+        log_debug("GET %s on %s (download)", path, t->address);
+        r = transfer_perform(&x, &status, err);
+        if (r < 0)
+                return r;
+        if (status < 200 || status >= 300)
+                return status_error("GET", path, t->address, status, &x.body, err);
         return 0;
 }

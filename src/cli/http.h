@@ -24,6 +24,7 @@
  */
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -107,6 +108,23 @@ int kiln_cli_ndjson_feed(struct kiln_cli_ndjson *s, const char *data, size_t n,
 /* The end of the stream: a last line without a newline is still an event. */
 int kiln_cli_ndjson_finish(struct kiln_cli_ndjson *s, struct kiln_error **err);
 void kiln_cli_ndjson_release(struct kiln_cli_ndjson *s);
+
+/* Takes n bytes of a download; < 0 (with *err set) stops it. */
+typedef int (*kiln_cli_http_sink_fn)(void *userdata, const void *buf, size_t n,
+                                     struct kiln_error **err);
+
+/* GET path and hands the bytes of a 2xx answer to sink as they arrive,
+ * whatever they are. connect_timeout_ms bounds the connection and
+ * idle_timeout_s the time without any byte received, not the whole
+ * download. A 4xx/5xx answer (its first max_error_body bytes kept) fails
+ * with the daemon's error message; a failure of sink is returned with its
+ * own error, as it is. cancel (NULL: none) is read while the download runs:
+ * once it is set, the download stops with -ECANCELED ("cancelled"). Runs
+ * on the calling thread; cancel may be set from any. */
+int kiln_cli_http_download(const struct kiln_cli_http_target *t, const char *path,
+                           uint64_t connect_timeout_ms, uint64_t idle_timeout_s,
+                           size_t max_error_body, kiln_cli_http_sink_fn sink, void *userdata,
+                           const atomic_bool *cancel, struct kiln_error **err);
 
 /* Sends a request whose 2xx answer is NDJSON and calls on_event for each
  * event as it arrives. timeout_ms bounds the connection and the time

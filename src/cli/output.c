@@ -509,9 +509,12 @@ int kiln_cli_docker_check(const char *host, struct kiln_error **err)
 struct kiln_cli_output_writer {
         enum kiln_cli_output_sink sink;
         char *dest;
-        /* FILE: the temporary file beside dest */
+        /* FILE: the temporary file beside target (dest, or what its
+         * symbolic link names), renamed over it at the end; NULL when the
+         * bytes go straight into dest (a device, a pipe, a dangling link) */
         int fd;
         char *tmp;
+        char *target;
         /* DIR and DOCKER_LOAD: the socket the bytes are sent into, the
          * other end read by the extraction thread or the child */
         int sock;
@@ -546,13 +549,33 @@ static int current_umask(void)
         return (int) (m & 0777);
 }
 
+/* Where dest's bytes go, as buildx's os.Create writes through: a regular
+ * file (or a new name) is replaced atomically by a temporary file beside
+ * it; a symbolic link's target is replaced the same way, so the link
+ * stays; anything else that exists (/dev/null, a pipe, a terminal) and a
+ * dangling link are opened and written in place. */
 static int file_open(struct kiln_cli_output_writer *w, struct kiln_error **err)
 {
-        const char *slash = strrchr(w->dest, '/');
-        _cleanup_free_ char *dir =
-                slash ? kiln_xstrndup(w->dest, (size_t) (slash - w->dest + 1)) : kiln_xstrdup("");
-        const char *base = slash ? slash + 1 : w->dest;
+        struct stat st;
+        const char *slash, *base;
+        _cleanup_free_ char *dir = NULL;
 
+        if (lstat(w->dest, &st) == 0 && S_ISLNK(st.st_mode))
+                w->target = realpath(w->dest, NULL);
+        else if (lstat(w->dest, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+                w->target = NULL;
+        else
+                w->target = kiln_xstrdup(w->dest);
+        if (!w->target) {
+                w->fd = open(w->dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
+                if (w->fd < 0)
+                        return kiln_error_set(err, -errno, "open '%s': %s", w->dest,
+                                              strerror(errno));
+                return 0;
+        }
+        slash = strrchr(w->target, '/');
+        dir = slash ? kiln_xstrndup(w->target, (size_t) (slash - w->target + 1)) : kiln_xstrdup("");
+        base = slash ? slash + 1 : w->target;
         w->tmp = kiln_xasprintf("%s.%s.kiln-XXXXXX", dir, base);
         w->fd = mkostemp(w->tmp, O_CLOEXEC);
         if (w->fd < 0) {
@@ -567,6 +590,23 @@ static int file_open(struct kiln_cli_output_writer *w, struct kiln_error **err)
         return 0;
 }
 
+struct archive *kiln_cli_archive_copy_data(struct archive *in, struct archive *out)
+{
+        for (;;) {
+                const void *buf;
+                size_t len;
+                la_int64_t off;
+                int ar = archive_read_data_block(in, &buf, &len, &off);
+
+                if (ar == ARCHIVE_EOF)
+                        return NULL;
+                if (ar != ARCHIVE_OK)
+                        return in;
+                if (archive_write_data_block(out, buf, len, off) != ARCHIVE_OK)
+                        return out;
+        }
+}
+
 /* The extraction thread: libarchive reads the socket and writes beneath
  * dest, whose descriptor is this thread's working directory (unshared from
  * the rest of kiln), so that every name stays relative and libarchive's
@@ -574,7 +614,7 @@ static int file_open(struct kiln_cli_output_writer *w, struct kiln_error **err)
 static void *extract_thread(void *userdata)
 {
         struct kiln_cli_output_writer *w = userdata;
-        struct archive *a = archive_read_new(), *d = archive_write_disk_new();
+        struct archive *a = archive_read_new(), *d = archive_write_disk_new(), *failed;
         struct archive_entry *e;
         bool root = geteuid() == 0;
         int flags = ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
@@ -625,25 +665,16 @@ static void *extract_thread(void *userdata)
                                            w->dest, archive_error_string(d));
                         goto out;
                 }
-                for (;;) {
-                        const void *buf;
-                        size_t len;
-                        la_int64_t off;
-
-                        ar = archive_read_data_block(a, &buf, &len, &off);
-                        if (ar == ARCHIVE_EOF)
-                                break;
-                        if (ar != ARCHIVE_OK) {
-                                r = kiln_error_set(&w->extract_err, -EIO, "read the output: %s",
-                                                   archive_error_string(a));
-                                goto out;
-                        }
-                        if (archive_write_data_block(d, buf, len, off) != ARCHIVE_OK) {
-                                r = kiln_error_set(&w->extract_err, -EIO,
-                                                   "write '%s' into '%s': %s", name, w->dest,
-                                                   archive_error_string(d));
-                                goto out;
-                        }
+                failed = kiln_cli_archive_copy_data(a, d);
+                if (failed == a) {
+                        r = kiln_error_set(&w->extract_err, -EIO, "read the output: %s",
+                                           archive_error_string(a));
+                        goto out;
+                }
+                if (failed) {
+                        r = kiln_error_set(&w->extract_err, -EIO, "write '%s' into '%s': %s", name,
+                                           w->dest, archive_error_string(d));
+                        goto out;
                 }
                 if (archive_write_finish_entry(d) != ARCHIVE_OK) {
                         r = kiln_error_set(&w->extract_err, -EIO, "write '%s' into '%s': %s", name,
@@ -878,15 +909,18 @@ int kiln_cli_output_writer_finish(struct kiln_cli_output_writer *w, char **ret_o
 
         switch (w->sink) {
         case KILN_CLI_OUTPUT_SINK_FILE:
-                if (fsync(w->fd) < 0 || close(w->fd) < 0) {
+                /* a device or a pipe has nothing to sync (EINVAL) */
+                if ((fsync(w->fd) < 0 && (w->tmp || errno != EINVAL)) || close(w->fd) < 0) {
                         r = -errno;
                         w->fd = -1;
                         return kiln_error_set(err, r, "write '%s': %s", w->dest, strerror(-r));
                 }
                 w->fd = -1;
-                if (rename(w->tmp, w->dest) < 0)
+                if (!w->tmp)
+                        return 0;
+                if (rename(w->tmp, w->target) < 0)
                         return kiln_error_set(err, -errno, "rename '%s' to '%s': %s", w->tmp,
-                                              w->dest, strerror(errno));
+                                              w->target, strerror(errno));
                 free(w->tmp);
                 w->tmp = NULL;
                 return 0;
@@ -972,6 +1006,7 @@ struct kiln_cli_output_writer *kiln_cli_output_writer_free(struct kiln_cli_outpu
                 close(w->out_fd);
         kiln_error_free(w->extract_err);
         free(w->tmp);
+        free(w->target);
         free(w->dest);
         free(w->host);
         free(w);
@@ -992,111 +1027,25 @@ struct kiln_cli_export {
         char *out; /* docker load's output */
         struct kiln_cli_output_writer *w;
         int write_r; /* the writer failed (not the download) */
-        struct kiln_error *write_err;
-        struct kiln_buf error_body; /* a 4xx/5xx answer */
-        CURL *curl;
 };
 
-static size_t export_on_data(char *data, size_t size, size_t nmemb, void *userdata)
-{
-        struct kiln_cli_export *x = userdata;
-        size_t n = size * nmemb;
-        long status = 0;
-
-        (void) curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &status);
-        if (status < 200 || status >= 300) {
-                (void) kiln_buf_append(&x->error_body, data, n);
-                return n;
-        }
-        x->write_r = kiln_cli_output_writer_write(x->w, data, n, &x->write_err);
-        return x->write_r < 0 ? 0 : n;
-}
-
-static int export_on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
-                              curl_off_t ultotal, curl_off_t ulnow)
+static int export_on_data(void *userdata, const void *buf, size_t n, struct kiln_error **err)
 {
         struct kiln_cli_export *x = userdata;
 
-        (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
-        return atomic_load(&x->abort) ? 1 : 0;
+        x->write_r = kiln_cli_output_writer_write(x->w, buf, n, err);
+        return x->write_r;
 }
 
 static int export_run(struct kiln_cli_export *x, struct kiln_error **err)
 {
-        const struct kiln_cli_http_target *t = x->target;
-        _cleanup_(kiln_config_address_release) struct kiln_config_address a = {
-                .kind = _KILN_CONFIG_ADDRESS_KIND_INVALID
-        };
-        _cleanup_free_ char *url = NULL, *msg = NULL;
-        struct curl_slist *connect_to = NULL;
-        char errbuf[CURL_ERROR_SIZE] = "";
-        long status = 0;
-        CURLcode c;
         int r;
 
-        r = kiln_config_address_parse(t->address, &a, err);
+        r = kiln_cli_http_download(x->target, x->path, EXPORT_CONNECT_TIMEOUT_MS,
+                                   EXPORT_IDLE_TIMEOUT_S, EXPORT_ERROR_BODY_MAX, export_on_data, x,
+                                   &x->abort, err);
         if (r < 0)
                 return r;
-        x->curl = curl_easy_init();
-        if (!x->curl)
-                return kiln_error_set(err, -ENOMEM, "out of memory");
-        if (a.kind == KILN_CONFIG_ADDRESS_UNIX) {
-                url = kiln_xasprintf("http://localhost%s", x->path);
-                (void) curl_easy_setopt(x->curl, CURLOPT_UNIX_SOCKET_PATH, a.path);
-        } else {
-                _cleanup_free_ char *host =
-                        strchr(a.host, ':') ? kiln_xasprintf("[%s]", a.host) : kiln_xstrdup(a.host);
-
-                if (t->server_name && t->server_name[0]) {
-                        _cleanup_free_ char *map =
-                                kiln_xasprintf("%s:%s:%s:%s", t->server_name, a.port, host, a.port);
-
-                        url = kiln_xasprintf("https://%s:%s%s", t->server_name, a.port, x->path);
-                        connect_to = curl_slist_append(NULL, map);
-                        (void) curl_easy_setopt(x->curl, CURLOPT_CONNECT_TO, connect_to);
-                } else
-                        url = kiln_xasprintf("https://%s:%s%s", host, a.port, x->path);
-                if (t->ca_file)
-                        (void) curl_easy_setopt(x->curl, CURLOPT_CAINFO, t->ca_file);
-                if (t->cert_file)
-                        (void) curl_easy_setopt(x->curl, CURLOPT_SSLCERT, t->cert_file);
-                if (t->key_file)
-                        (void) curl_easy_setopt(x->curl, CURLOPT_SSLKEY, t->key_file);
-        }
-        (void) curl_easy_setopt(x->curl, CURLOPT_URL, url);
-        (void) curl_easy_setopt(x->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-        (void) curl_easy_setopt(x->curl, CURLOPT_NOSIGNAL, 1L);
-        (void) curl_easy_setopt(x->curl, CURLOPT_ERRORBUFFER, errbuf);
-        (void) curl_easy_setopt(x->curl, CURLOPT_WRITEFUNCTION, export_on_data);
-        (void) curl_easy_setopt(x->curl, CURLOPT_WRITEDATA, x);
-        (void) curl_easy_setopt(x->curl, CURLOPT_NOPROGRESS, 0L);
-        (void) curl_easy_setopt(x->curl, CURLOPT_XFERINFOFUNCTION, export_on_progress);
-        (void) curl_easy_setopt(x->curl, CURLOPT_XFERINFODATA, x);
-        (void) curl_easy_setopt(x->curl, CURLOPT_USERAGENT, "kiln");
-        (void) curl_easy_setopt(x->curl, CURLOPT_CONNECTTIMEOUT_MS, EXPORT_CONNECT_TIMEOUT_MS);
-        (void) curl_easy_setopt(x->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        (void) curl_easy_setopt(x->curl, CURLOPT_LOW_SPEED_TIME, EXPORT_IDLE_TIMEOUT_S);
-        log_debug("GET %s on %s (export)", x->path, t->address);
-        c = curl_easy_perform(x->curl);
-        if (c == CURLE_OK)
-                (void) curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &status);
-        curl_slist_free_all(connect_to);
-        if (x->write_r < 0) {
-                kiln_error_free(*err);
-                *err = TAKE_PTR(x->write_err);
-                return x->write_r;
-        }
-        if (atomic_load(&x->abort))
-                return kiln_error_set(err, -ECANCELED, "GET %s on '%s': cancelled", x->path,
-                                      t->address);
-        if (c != CURLE_OK)
-                return kiln_error_set(err, -EIO, "GET %s on '%s': %s", x->path, t->address,
-                                      errbuf[0] ? errbuf : curl_easy_strerror(c));
-        if (status < 200 || status >= 300) {
-                msg = kiln_api_error_parse(x->error_body.data, x->error_body.len);
-                return kiln_error_set(err, -EIO, "GET %s on '%s': the daemon answered %ld: %s",
-                                      x->path, t->address, status, msg ? msg : "no error message");
-        }
         r = kiln_cli_output_writer_finish(x->w, &x->out, err);
         if (r < 0)
                 x->write_r = r;
@@ -1110,10 +1059,6 @@ static void *export_thread(void *userdata)
         x->r = export_run(x, &x->err);
         /* a failed output leaves nothing behind; a finished one is done */
         x->w = kiln_cli_output_writer_free(x->w);
-        if (x->curl) {
-                curl_easy_cleanup(x->curl);
-                x->curl = NULL;
-        }
         return NULL;
 }
 
@@ -1127,7 +1072,6 @@ int kiln_cli_export_start(const struct kiln_cli_http_target *target, const char 
         x->target = target;
         x->output = o;
         x->path = kiln_api_build_export_path(build_id, index);
-        x->error_body = KILN_BUF_INIT(EXPORT_ERROR_BODY_MAX);
         /* made here, so that a destination that cannot be written fails the
          * build at once (the daemon waits for the download otherwise) */
         r = kiln_cli_output_writer_new(o, &x->w, err);
@@ -1183,8 +1127,6 @@ struct kiln_cli_export *kiln_cli_export_free(struct kiln_cli_export *x)
         export_join(x);
         kiln_cli_output_writer_free(x->w);
         kiln_error_free(x->err);
-        kiln_error_free(x->write_err);
-        kiln_buf_release(&x->error_body);
         free(x->out);
         free(x->path);
         free(x);

@@ -35,6 +35,7 @@
 
 #include "api/api.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/goquote.h"
 #include "cli.h"
 
@@ -195,14 +196,6 @@ struct kiln_cli_progress {
         char color_cancel[COLOR_MAX];
         char color_error[COLOR_MAX];
 };
-
-static int64_t real_now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 enum kiln_cli_progress_mode kiln_cli_progress_mode_from_string(const char *s)
 {
@@ -1599,14 +1592,6 @@ static size_t term_height_initial(void)
         return (size_t) v;
 }
 
-static uint64_t mono_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
-}
-
 /* One colour of BUILDKIT_COLORS: a name of aec's, or "r,g,b" (an 8-bit
  * colour as aec picks it). Returns false for anything else. */
 static bool color_parse(const char *v, size_t n, char out[static COLOR_MAX])
@@ -1702,7 +1687,7 @@ static void *refresher(void *userdata)
 
         pthread_mutex_lock(&p->lock);
         while (!p->stopping) {
-                uint64_t now = mono_ms(), due = p->last_activity_ms + ticker_ms;
+                uint64_t now = kiln_cli_now_ms(), due = p->last_activity_ms + ticker_ms;
                 struct timespec ts;
 
                 if (now >= due) {
@@ -1755,7 +1740,7 @@ int kiln_cli_progress_new(const struct kiln_cli_progress_options *o, struct kiln
         p->fd = o->fd;
         p->desc = o->desc;
         p->console_desc = o->console_desc;
-        p->now_ns = o->now_ns ? o->now_ns : real_now_ns;
+        p->now_ns = o->now_ns ? o->now_ns : kiln_realtime_ns;
         p->out = KILN_BUF_INIT(1u << 20);
         p->current = -1;
         colors_init(p);
@@ -1788,7 +1773,7 @@ int kiln_cli_progress_new(const struct kiln_cli_progress_options *o, struct kiln
                 /* Signals stay with the thread that waits on the daemon. */
                 sigfillset(&all);
                 pthread_sigmask(SIG_BLOCK, &all, &old);
-                p->last_activity_ms = mono_ms();
+                p->last_activity_ms = kiln_cli_now_ms();
                 p->thread_running = pthread_create(&p->thread, NULL, refresher, p) == 0;
                 pthread_sigmask(SIG_SETMASK, &old, NULL);
         }
@@ -1876,7 +1861,7 @@ void kiln_cli_progress_event(struct kiln_cli_progress *p, const struct kiln_api_
         if (p->mode == KILN_CLI_PROGRESS_PLAIN || p->mode == KILN_CLI_PROGRESS_TTY) {
                 if (display_allow(p))
                         refresh(p);
-                p->last_activity_ms = mono_ms();
+                p->last_activity_ms = kiln_cli_now_ms();
         } else if (p->mode == KILN_CLI_PROGRESS_RAWJSON)
                 rawjson_event(p, ev);
 out:

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "base/clock.h"
 #include "content-internal.h"
 
 /* Longest piece of a hostile value quoted in a message. */
@@ -462,20 +463,6 @@ int digest_check_any(struct doc_ctx *c, const char *path, const char *key, const
         return 0;
 }
 
-static bool digits(const char *s, size_t n, int *ret)
-{
-        size_t i;
-        int v = 0;
-
-        for (i = 0; i < n; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return false;
-                v = v * 10 + (s[i] - '0');
-        }
-        *ret = v;
-        return true;
-}
-
 bool date_time_valid(const char *s)
 {
         static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
@@ -483,10 +470,11 @@ bool date_time_valid(const char *s)
         const char *p;
 
         /* RFC 3339 section 5.6: full-date "T" full-time; T and Z in any case. */
-        if (strlen(s) < 20 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) ||
-            s[7] != '-' || !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') ||
-            !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
-            !digits(s + 17, 2, &sec))
+        if (strlen(s) < 20 || !kiln_parse_digits(s, 4, &y) || s[4] != '-' ||
+            !kiln_parse_digits(s + 5, 2, &mo) || s[7] != '-' || !kiln_parse_digits(s + 8, 2, &d) ||
+            (s[10] != 'T' && s[10] != 't') || !kiln_parse_digits(s + 11, 2, &h) || s[13] != ':' ||
+            !kiln_parse_digits(s + 14, 2, &mi) || s[16] != ':' ||
+            !kiln_parse_digits(s + 17, 2, &sec))
                 return false;
         if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
                 return false;
@@ -502,8 +490,8 @@ bool date_time_valid(const char *s)
         }
         if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
                 return true;
-        if ((*p == '+' || *p == '-') && strlen(p) == 6 && digits(p + 1, 2, &oh) && p[3] == ':' &&
-            digits(p + 4, 2, &om))
+        if ((*p == '+' || *p == '-') && strlen(p) == 6 && kiln_parse_digits(p + 1, 2, &oh) &&
+            p[3] == ':' && kiln_parse_digits(p + 4, 2, &om))
                 return oh <= 23 && om <= 59;
         return false;
 }

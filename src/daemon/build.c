@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "base/pattern.h"
@@ -58,14 +59,6 @@
 
 /* How often a waiting build looks at its cancel flag. */
 #define BUILD_WAIT_POLL_MS 100
-
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- set-up ---- */
 
@@ -285,7 +278,7 @@ void kiln_daemon_build_local_set_state(struct kiln_daemon_build *b,
                                        enum kiln_daemon_local_state state)
 {
         l->state = state;
-        l->deadline_ms = mono_ms() + (int64_t) KILN_DAEMON_CONTEXT_TIMEOUT_S * 1000;
+        l->deadline_ms = kiln_mono_ms() + (int64_t) KILN_DAEMON_CONTEXT_TIMEOUT_S * 1000;
         pthread_cond_broadcast(&b->cond);
 }
 
@@ -365,14 +358,6 @@ static void format_time(int64_t ns, char out[static KILN_API_TIME_SIZE], char **
         *ret = out;
 }
 
-static int64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* A vertex that is no op of the graph ("[internal] load metadata for ..."):
  * its digest is derived from what it is about, so it is stable. */
 static void internal_vertex(struct build_run *run, const char *digest, const char *name,
@@ -434,10 +419,10 @@ static int build_resolve(void *userdata, const char *ref,
          * two platforms. */
         kiln_sha256_hex(key, strlen(key), hex);
         (void) snprintf(digest, sizeof(digest), "sha256:%s", hex);
-        started = now_ns();
+        started = kiln_realtime_ns();
         internal_vertex(run, digest, name, started, 0, NULL);
         r = kiln_source_image_resolve(d->client, d->store, ref, &o, &res, err);
-        internal_vertex(run, digest, name, started, now_ns(),
+        internal_vertex(run, digest, name, started, kiln_realtime_ns(),
                         r < 0 ? kiln_error_message(*err) : NULL);
         if (r < 0)
                 return r;
@@ -500,7 +485,8 @@ static void build_on_event(void *userdata, const struct kiln_solver_event *e)
                 ev.stream = e->log.stream;
                 ev.data = (uint8_t *) e->log.data;
                 ev.len = e->log.len;
-                format_time(e->log.timestamp > 0 ? e->log.timestamp : now_ns(), t, &ev.time);
+                format_time(e->log.timestamp > 0 ? e->log.timestamp : kiln_realtime_ns(), t,
+                            &ev.time);
                 emit(run, &ev, false);
                 break;
         }
@@ -534,7 +520,7 @@ static void transfer_status(struct build_run *run, const char *vertex, const cha
         };
 
         format_time(started, s, &ev.started);
-        format_time(now_ns(), c, &ev.completed);
+        format_time(kiln_realtime_ns(), c, &ev.completed);
         emit(run, &ev, false);
 }
 
@@ -544,13 +530,13 @@ static void internal_file_vertex(struct build_run *run, const char *name, const 
                                  size_t bytes)
 {
         char hex[KILN_SHA256_HEX_LEN + 1], digest[8 + KILN_SHA256_HEX_LEN];
-        int64_t started = now_ns();
+        int64_t started = kiln_realtime_ns();
 
         kiln_sha256_hex(name, strlen(name), hex);
         (void) snprintf(digest, sizeof(digest), "sha256:%s", hex);
         internal_vertex(run, digest, name, started, 0, NULL);
         transfer_status(run, digest, what, bytes, started);
-        internal_vertex(run, digest, name, started, now_ns(), NULL);
+        internal_vertex(run, digest, name, started, kiln_realtime_ns(), NULL);
 }
 
 /* The solver needs the local source name: ask the client for it and wait
@@ -563,7 +549,7 @@ static int build_local(void *userdata, const char *name, struct kiln_source_loca
         struct kiln_daemon_build *b = run->b;
         const struct kiln_llb_op *op = find_local_source(run->def, name);
         const struct kiln_llb_source_local *src = op ? &op->source.local : NULL;
-        int64_t started = now_ns();
+        int64_t started = kiln_realtime_ns();
         struct kiln_api_build_event ev = {
                 .type = KILN_API_BUILD_EVENT_CONTEXT_REQUEST,
                 .name = (char *) name,
@@ -633,19 +619,14 @@ static int build_local(void *userdata, const char *name, struct kiln_source_loca
                 }
                 if ((l->state == KILN_DAEMON_LOCAL_REQUESTED ||
                      l->state == KILN_DAEMON_LOCAL_ENTRIES) &&
-                    mono_ms() >= l->deadline_ms) {
+                    kiln_mono_ms() >= l->deadline_ms) {
                         r = kiln_error_set(err, -ETIMEDOUT,
                                            "local source '%s': the client did not send it "
                                            "within %u seconds",
                                            name, KILN_DAEMON_CONTEXT_TIMEOUT_S);
                         break;
                 }
-                clock_gettime(CLOCK_MONOTONIC, &until);
-                until.tv_nsec += (long) BUILD_WAIT_POLL_MS * 1000000;
-                if (until.tv_nsec >= 1000000000) {
-                        until.tv_sec++;
-                        until.tv_nsec -= 1000000000;
-                }
+                until = kiln_mono_deadline(BUILD_WAIT_POLL_MS);
                 (void) pthread_cond_timedwait(&b->cond, &b->lock, &until);
         }
         pthread_mutex_unlock(&b->lock);
@@ -846,6 +827,7 @@ static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **
                 sb.ssh = ssh;
                 sb.n_ssh = req->n_ssh;
                 sb.no_cache = req->no_cache && req->n_no_cache_filter == 0;
+                sb.keep_result_use = true;
                 sb.cancel = kiln_daemon_op_cancel_flag(op);
                 sb.on_event = build_on_event;
                 sb.userdata = run;
@@ -857,16 +839,9 @@ static int build_run(struct kiln_daemon_op *op, void *args, struct kiln_error **
                 kiln_daemon_op_set_digest(op, result.key);
         }
         /* The result stays while the outputs read it (and the client
-         * downloads it): the garbage collector skips used snapshots. */
-        if (result.snapshot_id) {
-                r = kiln_snapshot_use(d->snapshots, result.snapshot_id);
-                if (r < 0) {
-                        r = kiln_error_set(err, r, "result snapshot '%s': %s", result.snapshot_id,
-                                           strerror(-r));
-                        goto out;
-                }
-                result_used = true;
-        }
+         * downloads it): the solve handed over its use of the snapshot,
+         * and the garbage collector skips used snapshots. */
+        result_used = result.snapshot_id != NULL;
         {
                 struct kiln_daemon_export_input in = {
                         .build = b,

@@ -33,25 +33,36 @@
 #define NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 #define ID_CHARS   "0123456789abcdef"
 
-/* Splits /v1/build/<id>/context/<name>: id and name are pointers into
- * url with their lengths. */
-static bool split_path(const char *url, const char **id, size_t *id_len, const char **name,
-                       size_t *name_len)
+bool kiln_daemon_build_subpath(const char *url, const char *what, const char **id, size_t *id_len,
+                               const char **rest)
 {
         static const char prefix[] = KILN_API_PATH_BUILD "/";
-        static const char middle[] = "/context/";
+        size_t n, what_len = strlen(what);
         const char *p;
-        size_t n;
 
         if (strncmp(url, prefix, sizeof(prefix) - 1) != 0)
                 return false;
         p = url + sizeof(prefix) - 1;
         n = strcspn(p, "/");
-        if (n == 0 || strncmp(p + n, middle, sizeof(middle) - 1) != 0)
+        if (n == 0 || p[n] != '/' || strncmp(p + n + 1, what, what_len) != 0 ||
+            p[n + 1 + what_len] != '/')
                 return false;
         *id = p;
         *id_len = n;
-        p += n + sizeof(middle) - 1;
+        *rest = p + n + 1 + what_len + 1;
+        return true;
+}
+
+/* Splits /v1/build/<id>/context/<name>: id and name are pointers into
+ * url with their lengths. */
+static bool split_path(const char *url, const char **id, size_t *id_len, const char **name,
+                       size_t *name_len)
+{
+        const char *p;
+        size_t n;
+
+        if (!kiln_daemon_build_subpath(url, "context", id, id_len, &p))
+                return false;
         n = strlen(p);
         if (n == 0 || strchr(p, '/'))
                 return false;

@@ -419,6 +419,11 @@ void kiln_daemon_build_local_set_state(struct kiln_daemon_build *b,
                                        struct kiln_daemon_build_local *l,
                                        enum kiln_daemon_local_state state);
 
+/* Splits url of the form /v1/build/<id>/<what>/<rest> (context.c): id
+ * (not empty, without '/') and rest (what follows, maybe empty) point into
+ * url. False for any other url. */
+bool kiln_daemon_build_subpath(const char *url, const char *what, const char **id, size_t *id_len,
+                               const char **rest);
 /* POST /v1/build. */
 enum MHD_Result kiln_daemon_handle_build(struct kiln_daemon *d, struct kiln_daemon_request *req,
                                          struct MHD_Connection *conn, const char *method,

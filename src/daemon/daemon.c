@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "config/config.h"
@@ -350,14 +351,6 @@ static uint32_t read_signal(struct kiln_daemon *d)
         }
 }
 
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void read_wake(struct kiln_daemon *d)
 {
         uint64_t n;
@@ -374,7 +367,7 @@ static int loop_timeout(struct kiln_daemon *d, int64_t drain_deadline)
 
         if (drain_deadline < 0)
                 return timeout;
-        left = drain_deadline - now_ms();
+        left = drain_deadline - kiln_mono_ms();
         if (left < 0)
                 left = 0;
         if (timeout < 0 || left < timeout)
@@ -428,7 +421,7 @@ int kiln_daemon_run(struct kiln_daemon *d, struct kiln_error **err)
                 } else if (sig) {
                         /* A second signal: no more grace for slow readers;
                          * workers still have to end before the store goes. */
-                        drain_deadline = now_ms();
+                        drain_deadline = kiln_mono_ms();
                 }
                 if (wake || sig)
                         kiln_daemon_ops_dispatch(d);
@@ -452,8 +445,8 @@ int kiln_daemon_run(struct kiln_daemon *d, struct kiln_error **err)
                         continue;
                 }
                 if (drain_deadline < 0)
-                        drain_deadline = now_ms() + KILN_DAEMON_STOP_DRAIN_MS;
-                else if (now_ms() >= drain_deadline)
+                        drain_deadline = kiln_mono_ms() + KILN_DAEMON_STOP_DRAIN_MS;
+                else if (kiln_mono_ms() >= drain_deadline)
                         return 0;
         }
 }

@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include "api/disk.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "config/config.h"
@@ -98,22 +99,6 @@ struct kiln_daemon_disk {
         pthread_t thread;
         atomic_bool cancel;
 };
-
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
 
 /* The daemon's disk state, made by kiln_daemon_gc_start before the
  * daemon serves any request (so later readers need no lock to find it). */
@@ -789,23 +774,6 @@ static bool is_hex64(const char *s)
         return n == 64;
 }
 
-/* Whether name ("...-<pid>-<n>") was made by this process. */
-static bool removing_is_ours(const char *name)
-{
-        const char *last = strrchr(name, '-'), *prev;
-        char pid[24];
-
-        if (!last || last == name)
-                return false;
-        for (prev = last - 1; prev > name && *prev != '-'; prev--)
-                ;
-        if (*prev != '-')
-                return false;
-        snprintf(pid, sizeof(pid), "%ld", (long) getpid());
-        return (size_t) (last - prev - 1) == strlen(pid) &&
-               strncmp(prev + 1, pid, strlen(pid)) == 0;
-}
-
 static void collect_hex_dirs(struct kiln_daemon *d, struct collection *c, enum rec_kind kind)
 {
         _cleanup_free_ char *dir =
@@ -820,7 +788,7 @@ static void collect_hex_dirs(struct kiln_daemon *d, struct collection *c, enum r
                 _cleanup_free_ char *path = NULL;
 
                 if (kind == REC_GIT && startswith(de->d_name, REMOVING_PREFIX) &&
-                    !removing_is_ours(de->d_name)) {
+                    !kiln_tmp_name_is_ours(de->d_name)) {
                         /* what an interrupted removal of an earlier kilnd
                          * left (ours are removed by whoever renamed them) */
                         _cleanup_free_ char *p = kiln_xasprintf("%s/%s", dir, de->d_name);
@@ -848,7 +816,7 @@ static void collect_hex_dirs(struct kiln_daemon *d, struct collection *c, enum r
 static void collect_blobs(struct kiln_daemon *d, struct collection *c)
 {
         _cleanup_free_ char *dir = kiln_xasprintf("%s/content/blobs/sha256", d->root);
-        int64_t now = now_ns();
+        int64_t now = kiln_realtime_ns();
         struct dirent *de;
         DIR *dp;
 
@@ -1093,7 +1061,7 @@ static int prune_once(struct kiln_daemon_disk *st, const struct prune_opts *o, i
 {
         _cleanup_free_ struct candidate *cands = NULL;
         struct collection c;
-        int64_t cutoff = now_ns() - o->keep_duration_ns;
+        int64_t cutoff = kiln_realtime_ns() - o->keep_duration_ns;
         bool gc_mode = keep_bytes != 0;
         size_t n = 0, batch;
         int r;
@@ -1229,7 +1197,7 @@ static int du_run(struct kiln_daemon_op *op, void *args, struct kiln_error **err
         struct kiln_daemon_disk *st = state_get(d);
         _cleanup_(kiln_api_disk_filter_freep) struct kiln_api_disk_filter *f = NULL;
         struct kiln_api_disk_record *out = NULL;
-        int64_t cutoff = now_ns() - a->until_ns;
+        int64_t cutoff = kiln_realtime_ns() - a->until_ns;
         struct collection c;
         json_t *j = NULL;
         size_t n = 0, len;
@@ -1504,7 +1472,7 @@ static void *gc_thread(void *p)
 
         pthread_mutex_lock(&st->lock);
         for (;;) {
-                int64_t now = mono_ms(), at;
+                int64_t now = kiln_mono_ms(), at;
 
                 if (st->stopping)
                         break;
@@ -1524,7 +1492,7 @@ static void *gc_thread(void *p)
                 pthread_mutex_unlock(&st->lock);
                 gc_once(st);
                 pthread_mutex_lock(&st->lock);
-                st->next_ok_ms = mono_ms() + KILN_DAEMON_GC_INTERVAL_MS;
+                st->next_ok_ms = kiln_mono_ms() + KILN_DAEMON_GC_INTERVAL_MS;
         }
         pthread_mutex_unlock(&st->lock);
         return NULL;
@@ -1563,7 +1531,7 @@ void kiln_daemon_gc_kick(struct kiln_daemon *d)
         pthread_mutex_lock(&st->lock);
         if (st->thread_started && !st->stopping) {
                 if (!st->kicked)
-                        st->kick_at_ms = mono_ms() + KILN_DAEMON_GC_DELAY_MS;
+                        st->kick_at_ms = kiln_mono_ms() + KILN_DAEMON_GC_DELAY_MS;
                 st->kicked = true;
                 pthread_cond_broadcast(&st->cond);
         }

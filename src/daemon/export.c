@@ -30,6 +30,7 @@
 
 #include "api/api.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "base/sha256.h"
@@ -50,22 +51,6 @@
 #define EXPORT_MAX_STATUSES (8u + 3u * KILN_EXPORT_LIMIT_ARCHIVE_NAMES)
 
 #define ID_CHARS "0123456789abcdef"
-
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* ---- options ---- */
 
@@ -352,12 +337,12 @@ static void status(struct exporting *x, const char *id, int64_t current, bool do
                         return;
                 st = &x->statuses[x->n_statuses++];
                 st->id = kiln_xstrdup(id);
-                st->started = now_ns();
+                st->started = kiln_realtime_ns();
         }
         kiln_api_time_format(st->started, s);
         ev.started = s;
         if (done) {
-                kiln_api_time_format(now_ns(), c);
+                kiln_api_time_format(kiln_realtime_ns(), c);
                 ev.completed = c;
         }
         x->in->emit(x->in->userdata, &ev);
@@ -471,6 +456,51 @@ static int images_record(struct kiln_daemon *d, char *const *names, size_t n,
         return 0;
 }
 
+/* Manifests an output is still working with (streaming an archive,
+ * pushing, about to record a name): the collector keeps their trees like
+ * named images', since a blob that already existed keeps its old mtime and
+ * no grace period protects it. Process-wide like the slots; each pin names
+ * its daemon. */
+struct pin {
+        struct kiln_daemon *d;
+        char *digest;
+        struct pin *next;
+};
+
+static pthread_mutex_t pins_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pin *pins;
+
+static struct pin *pin_add(struct kiln_daemon *d, const char *digest)
+{
+        struct pin *p = kiln_xcalloc(1, sizeof(*p));
+
+        p->d = d;
+        p->digest = kiln_xstrdup(digest);
+        pthread_mutex_lock(&pins_lock);
+        p->next = pins;
+        pins = p;
+        pthread_mutex_unlock(&pins_lock);
+        return p;
+}
+
+static void pin_remove(struct pin **pp)
+{
+        struct pin *p = *pp;
+
+        if (!p)
+                return;
+        pthread_mutex_lock(&pins_lock);
+        for (struct pin **q = &pins; *q; q = &(*q)->next)
+                if (*q == p) {
+                        *q = p->next;
+                        break;
+                }
+        pthread_mutex_unlock(&pins_lock);
+        free(p->digest);
+        free(p);
+        *pp = NULL;
+}
+
 int kiln_daemon_images_manifests(struct kiln_daemon *d, char ***ret, struct kiln_error **err)
 {
         char **v;
@@ -501,6 +531,14 @@ int kiln_daemon_images_manifests(struct kiln_daemon *d, char ***ret, struct kiln
                         v[n++] = kiln_xstrdup(dg);
         }
         json_decref(j);
+        pthread_mutex_lock(&pins_lock);
+        for (struct pin *p = pins; p; p = p->next)
+                if (p->d == d) {
+                        v = kiln_xreallocarray(v, n + 2, sizeof(*v));
+                        v[n++] = kiln_xstrdup(p->digest);
+                        v[n] = NULL;
+                }
+        pthread_mutex_unlock(&pins_lock);
         *ret = v;
         return 0;
 }
@@ -614,22 +652,12 @@ static void slot_withdraw_locked(struct slot *s)
 /* Splits /v1/build/<id>/export/<index>. */
 static bool split_path(const char *url, const char **id, size_t *id_len, unsigned *index)
 {
-        static const char prefix[] = KILN_API_PATH_BUILD "/";
-        static const char middle[] = "/export/";
         const char *p;
-        size_t n;
         unsigned long v;
         char *end = NULL;
 
-        if (strncmp(url, prefix, sizeof(prefix) - 1) != 0)
+        if (!kiln_daemon_build_subpath(url, "export", id, id_len, &p))
                 return false;
-        p = url + sizeof(prefix) - 1;
-        n = strcspn(p, "/");
-        if (n == 0 || strncmp(p + n, middle, sizeof(middle) - 1) != 0)
-                return false;
-        *id = p;
-        *id_len = n;
-        p += n + sizeof(middle) - 1;
         if (p[0] < '0' || p[0] > '9' || (p[0] == '0' && p[1] != '\0') || strlen(p) > 5)
                 return false;
         v = strtoul(p, &end, 10);
@@ -695,7 +723,10 @@ static int stream_run(struct kiln_daemon_op *op, void *args, struct kiln_error *
         struct stream_args *a = args;
         struct slot *s = a->slot;
         struct stream_sink sink = { .op = op, .slot = s };
-        struct kiln_export_tar_options topts = { .has_epoch = s->has_epoch, .epoch = s->epoch };
+        /* BuildKit's local and tar exporters give every file the epoch */
+        struct kiln_export_tar_options topts = { .has_epoch = s->has_epoch,
+                                                 .epoch = s->epoch,
+                                                 .epoch_all = true };
         int r;
 
         a->ran = true;
@@ -824,7 +855,7 @@ static int offer_and_wait(struct exporting *x, struct slot *s, const char *statu
                 .index = s->index,
                 .exporter = (char *) s->exporter,
         };
-        int64_t deadline = mono_ms() + (int64_t) KILN_API_CONTEXT_TIMEOUT_S * 1000;
+        int64_t deadline = kiln_mono_ms() + (int64_t) KILN_API_CONTEXT_TIMEOUT_S * 1000;
         int64_t last_report = 0;
         uint64_t reported = 0;
         int r = 0;
@@ -856,28 +887,23 @@ static int offer_and_wait(struct exporting *x, struct slot *s, const char *statu
                         /* Stop the stream, then wait for it: it may read
                          * the directory that is unmounted next. */
                         atomic_store(&s->abort, true);
-                } else if (s->state == SLOT_WAITING && mono_ms() >= deadline) {
+                } else if (s->state == SLOT_WAITING && kiln_mono_ms() >= deadline) {
                         r = kiln_error_set(err, -ETIMEDOUT,
                                            "output %u (%s): the client did not download it "
                                            "within %u seconds",
                                            s->index, s->exporter, KILN_API_CONTEXT_TIMEOUT_S);
                         break;
                 }
-                if (report_bytes && mono_ms() - last_report >= EXPORT_WAIT_POLL_MS &&
+                if (report_bytes && kiln_mono_ms() - last_report >= EXPORT_WAIT_POLL_MS &&
                     atomic_load(&s->bytes) != reported) {
                         reported = atomic_load(&s->bytes);
-                        last_report = mono_ms();
+                        last_report = kiln_mono_ms();
                         pthread_mutex_unlock(&slots_lock);
                         status(x, status_id, (int64_t) reported, false);
                         pthread_mutex_lock(&slots_lock);
                         continue;
                 }
-                clock_gettime(CLOCK_MONOTONIC, &until);
-                until.tv_nsec += (long) EXPORT_WAIT_POLL_MS * 1000000;
-                if (until.tv_nsec >= 1000000000) {
-                        until.tv_sec++;
-                        until.tv_nsec -= 1000000000;
-                }
+                until = kiln_mono_deadline(EXPORT_WAIT_POLL_MS);
                 (void) pthread_cond_timedwait(&s->cond, &slots_lock, &until);
         }
         /* A stream that claims the slot from now on finds it gone; one that
@@ -1009,12 +1035,14 @@ static int run_image(struct exporting *x, const struct output_opts *o, json_t *r
                      struct kiln_error **err)
 {
         _cleanup_(kiln_export_image_result_release) struct kiln_export_image_result img = { 0 };
+        _cleanup_(pin_remove) struct pin *pin = NULL;
         const struct kiln_daemon_export_input *in = x->in;
         int r;
 
         r = export_image(x, o, &img, err);
         if (r < 0)
                 return r;
+        pin = pin_add(in->build->d, img.manifest_digest);
         if (o->store) {
                 _cleanup_free_ char *line = kiln_xasprintf("writing image %s", img.manifest_digest);
 
@@ -1045,6 +1073,7 @@ static int run_archive(struct exporting *x, unsigned index, const struct output_
                        json_t *resp, struct kiln_error **err)
 {
         _cleanup_(kiln_export_image_result_release) struct kiln_export_image_result img = { 0 };
+        _cleanup_(pin_remove) struct pin *pin = NULL;
         const struct kiln_daemon_export_input *in = x->in;
         struct kiln_buf joined = KILN_BUF_INIT(SIZE_MAX);
         struct slot *s;
@@ -1053,6 +1082,7 @@ static int run_archive(struct exporting *x, unsigned index, const struct output_
         r = export_image(x, o, &img, err);
         if (r < 0)
                 return r;
+        pin = pin_add(in->build->d, img.manifest_digest);
         image_response(resp, &img, NULL);
         /* The oci and docker exporters report the names normalised. */
         for (size_t i = 0; i < o->n_names; i++) {
@@ -1183,7 +1213,7 @@ int kiln_daemon_export_run(const struct kiln_daemon_export_input *in,
 
                 kiln_sha256_hex(vid, strlen(vid), hex);
                 (void) snprintf(x.digest, sizeof(x.digest), "sha256:%s", hex);
-                x.started = now_ns();
+                x.started = kiln_realtime_ns();
                 vertex(&x, 0, NULL);
                 switch (opts[i].kind) {
                 case OUTPUT_IMAGE:
@@ -1198,7 +1228,7 @@ int kiln_daemon_export_run(const struct kiln_daemon_export_input *in,
                         r = run_files(&x, (unsigned) i, &opts[i], err);
                         break;
                 }
-                vertex(&x, now_ns(), r < 0 ? kiln_error_message(*err) : NULL);
+                vertex(&x, kiln_realtime_ns(), r < 0 ? kiln_error_message(*err) : NULL);
                 exporting_release(&x);
                 if (r < 0)
                         goto out;

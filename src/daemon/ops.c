@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "daemon-internal.h"
 #include "export.h"
@@ -70,14 +71,6 @@ struct kiln_daemon_op {
         char *header_name;
         char *header_value;
 };
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Go's time.Duration.String, at millisecond precision: "87ms", "1.5s". */
 static void format_duration(int64_t ms, char *out, size_t size)
@@ -209,14 +202,8 @@ void kiln_daemon_op_emit_json(struct kiln_daemon_op *op, const json_t *event, bo
 /* Waits on drained for at most RAW_WAIT_POLL_MS. Under op->lock. */
 static void raw_wait_locked(struct kiln_daemon_op *op)
 {
-        struct timespec until;
+        struct timespec until = kiln_mono_deadline(RAW_WAIT_POLL_MS);
 
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += (long) RAW_WAIT_POLL_MS * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-        }
         (void) pthread_cond_timedwait(&op->drained, &op->lock, &until);
 }
 
@@ -460,7 +447,7 @@ static void *op_thread(void *p)
         if (r < 0)
                 op_fail(op, r, kiln_error_message(err));
 
-        format_duration(now_ms() - op->started_ms, duration, sizeof(duration));
+        format_duration(kiln_mono_ms() - op->started_ms, duration, sizeof(duration));
         (void) snprintf(id, sizeof(id), "%u", op->id);
         pthread_mutex_lock(&op->lock);
         digest = op->digest ? kiln_xstrdup(op->digest) : NULL;
@@ -669,7 +656,7 @@ static enum MHD_Result op_start(struct kiln_daemon *d, struct kiln_daemon_reques
         op->fn = spec->fn;
         op->args = spec->args;
         op->args_free = spec->args_free;
-        op->started_ms = now_ms();
+        op->started_ms = kiln_mono_ms();
         op->watch_fd = -1;
         op->refs = 1; /* the list's */
         op->queue = KILN_BUF_INIT(op->raw ? KILN_DAEMON_RAW_HIGH_WATER + KILN_DAEMON_RAW_PIECE

@@ -2317,16 +2317,6 @@ static int build_graph(struct conv *c, struct kiln_error **err)
 /* ------------------------------------------------------------------------ */
 /* step names */
 
-static unsigned digits(unsigned n)
-{
-        unsigned d = 1;
-        while (n >= 10) {
-                n /= 10;
-                d++;
-        }
-        return d;
-}
-
 /* platformFromEnv + formatTargetPlatform: "->arm64" for cross builds. */
 static char *format_target_platform(const struct kiln_content_platform *base,
                                     const struct envlist *env)
@@ -2395,7 +2385,7 @@ static char *prefix_command(struct conv *c, struct dstate *d, const char *str,
         if (!str_empty(d->stage_name))
                 (void) kiln_buf_printf(&b, "%s ", d->stage_name);
         d->cmd_index++;
-        (void) kiln_buf_printf(&b, "%*u/%u] ", (int) digits(d->cmd_total), d->cmd_index,
+        (void) kiln_buf_printf(&b, "%*u/%u] ", (int) decimal_digits(d->cmd_total), d->cmd_index,
                                d->cmd_total);
         if (d->cmd_is_onbuild)
                 (void) kiln_buf_puts(&b, "ONBUILD ");

@@ -18,6 +18,7 @@
 #include <sched.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "base/passwd.h"
@@ -38,13 +39,6 @@
 #define RUNTIME_ENV_PATH     "PATH=" KILN_EXEC_DEFAULT_PATH
 #define HOST_RESOLV_CONF     "/etc/resolv.conf"
 #define RESOLVED_RESOLV_CONF "/run/systemd/resolve/resolv.conf"
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool is_cancelled(const atomic_bool *cancel)
 {
@@ -483,11 +477,11 @@ static int run_container(const struct runtime_cmd *rc, const char *bundle, const
         while (!exited || pipes[0] >= 0 || pipes[1] >= 0) {
                 if (!cancelled && is_cancelled(cancel)) {
                         cancelled = true;
-                        cancel_at = last_kill = now_ms();
+                        cancel_at = last_kill = kiln_mono_ms();
                         container_kill(rc, id);
                 }
                 if (cancelled) {
-                        int64_t t = now_ms();
+                        int64_t t = kiln_mono_ms();
                         if (exited)
                                 break; /* nobody waits for the rest of the output */
                         if (t - cancel_at >= KILN_EXEC_KILL_TIMEOUT_MS)

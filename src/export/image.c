@@ -14,6 +14,7 @@
 #include <zstd.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "content/content.h"
 #include "export/tar.h"
@@ -199,6 +200,18 @@ static int layer_sink(void *userdata, const void *buf, size_t n, struct kiln_err
         return kiln_export_layer_writer_write(l->writer, buf, n, err);
 }
 
+/* Reads the next at most CONVERT_CHUNK bytes of l's blob into buf: their
+ * count, 0 at its end, or -errno with *err set. */
+static ssize_t read_blob(struct layer *l, int fd, void *buf, struct kiln_error **err)
+{
+        ssize_t n = read(fd, buf, CONVERT_CHUNK);
+
+        if (n < 0)
+                return kiln_error_set(err, -errno, "read blob %s: %s", l->blob.digest,
+                                      strerror(errno));
+        return n;
+}
+
 static int convert_gzip(struct layer *l, int fd, struct kiln_error **err)
 {
         _cleanup_free_ unsigned char *in = kiln_xmalloc(CONVERT_CHUNK);
@@ -212,10 +225,9 @@ static int convert_gzip(struct layer *l, int fd, struct kiln_error **err)
                                       l->blob.digest);
         for (;;) {
                 if (z.avail_in == 0) {
-                        ssize_t n = read(fd, in, CONVERT_CHUNK);
+                        ssize_t n = read_blob(l, fd, in, err);
                         if (n < 0) {
-                                r = kiln_error_set(err, -errno, "read blob %s: %s", l->blob.digest,
-                                                   strerror(errno));
+                                r = (int) n;
                                 goto out;
                         }
                         if (n == 0)
@@ -269,10 +281,9 @@ static int convert_zstd(struct layer *l, int fd, struct kiln_error **err)
                 return kiln_error_set(err, -ENOMEM, "blob %s: cannot start zstd decompression",
                                       l->blob.digest);
         for (;;) {
-                ssize_t n = read(fd, in, CONVERT_CHUNK);
+                ssize_t n = read_blob(l, fd, in, err);
                 if (n < 0) {
-                        r = kiln_error_set(err, -errno, "read blob %s: %s", l->blob.digest,
-                                           strerror(errno));
+                        r = (int) n;
                         goto out;
                 }
                 if (n == 0)
@@ -321,10 +332,9 @@ static int convert_plain(struct layer *l, int fd, struct kiln_error **err)
         _cleanup_free_ unsigned char *in = kiln_xmalloc(CONVERT_CHUNK);
 
         for (;;) {
-                ssize_t n = read(fd, in, CONVERT_CHUNK);
+                ssize_t n = read_blob(l, fd, in, err);
                 if (n < 0)
-                        return kiln_error_set(err, -errno, "read blob %s: %s", l->blob.digest,
-                                              strerror(errno));
+                        return (int) n;
                 if (n == 0)
                         return 0;
                 int r = layer_sink(l, in, (size_t) n, err);
@@ -532,38 +542,12 @@ struct gotime {
         int32_t offset; /* seconds east of UTC */
 };
 
-static bool digits(const char *s, size_t n, int *ret)
-{
-        int v = 0;
-
-        for (size_t i = 0; i < n; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return false;
-                v = v * 10 + (s[i] - '0');
-        }
-        *ret = v;
-        return true;
-}
-
 static int days_in_month(int y, int m)
 {
         static const int d[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
         bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 
         return m == 2 && leap ? 29 : d[m - 1];
-}
-
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-        int64_t era, yoe, doy, doe;
-
-        y -= m <= 2;
-        era = (y >= 0 ? y : y - 399) / 400;
-        yoe = y - era * 400;
-        doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-        doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        return era * 146097 + doe - 719468;
 }
 
 static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
@@ -588,9 +572,11 @@ static bool gotime_parse(const char *s, struct gotime *ret)
         int32_t nsec = 0, offset = 0;
         const char *p;
 
-        if (strlen(s) < 20 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) ||
-            s[7] != '-' || !digits(s + 8, 2, &d) || s[10] != 'T' || !digits(s + 11, 2, &h) ||
-            s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' || !digits(s + 17, 2, &sec))
+        if (strlen(s) < 20 || !kiln_parse_digits(s, 4, &y) || s[4] != '-' ||
+            !kiln_parse_digits(s + 5, 2, &mo) || s[7] != '-' || !kiln_parse_digits(s + 8, 2, &d) ||
+            s[10] != 'T' || !kiln_parse_digits(s + 11, 2, &h) || s[13] != ':' ||
+            !kiln_parse_digits(s + 14, 2, &mi) || s[16] != ':' ||
+            !kiln_parse_digits(s + 17, 2, &sec))
                 return false;
         if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59)
                 return false;
@@ -607,13 +593,14 @@ static bool gotime_parse(const char *s, struct gotime *ret)
         }
         if (streq(p, "Z")) {
                 offset = 0;
-        } else if ((p[0] == '+' || p[0] == '-') && strlen(p) == 6 && digits(p + 1, 2, &oh) &&
-                   p[3] == ':' && digits(p + 4, 2, &om) && oh < 24 && om < 60) {
+        } else if ((p[0] == '+' || p[0] == '-') && strlen(p) == 6 &&
+                   kiln_parse_digits(p + 1, 2, &oh) && p[3] == ':' &&
+                   kiln_parse_digits(p + 4, 2, &om) && oh < 24 && om < 60) {
                 offset = (oh * 3600 + om * 60) * (p[0] == '-' ? -1 : 1);
         } else {
                 return false;
         }
-        ret->sec = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
+        ret->sec = kiln_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
         ret->nsec = nsec;
         ret->offset = offset;
         return true;

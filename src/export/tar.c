@@ -55,6 +55,7 @@ struct kiln_export_tar_writer {
         kiln_export_write_fn w;
         void *userdata;
         bool has_epoch;
+        bool epoch_all;
         int64_t epoch;
         uint8_t *buf; /* KILN_EXPORT_TAR_CHUNK bytes */
         size_t fill;
@@ -95,6 +96,7 @@ struct kiln_export_tar_writer *kiln_export_tar_writer_new(kiln_export_write_fn w
         tw->userdata = userdata;
         if (o && o->has_epoch) {
                 tw->has_epoch = true;
+                tw->epoch_all = o->epoch_all;
                 tw->epoch = o->epoch;
         }
         tw->buf = kiln_xmalloc(KILN_EXPORT_TAR_CHUNK);
@@ -122,6 +124,15 @@ static int check_usable(struct kiln_export_tar_writer *tw, struct kiln_error **e
         if (tw->finished)
                 return kiln_error_set(err, -EINVAL, "tar archive already finished");
         return 0;
+}
+
+/* A failure while an entry was being written leaves the archive broken:
+ * the writer refuses everything after it. Returns r. */
+static int stop_on_error(struct kiln_export_tar_writer *tw, int r)
+{
+        if (r < 0 && tw->error == 0)
+                tw->error = r;
+        return r;
 }
 
 /* Hands the buffer to the sink. The sink's error is returned as it set it. */
@@ -291,27 +302,16 @@ static int cmp_pax(const void *a, const void *b)
         }
 }
 
-static size_t digits(size_t v)
-{
-        size_t d = 1;
-
-        while (v >= 10) {
-                v /= 10;
-                d++;
-        }
-        return d;
-}
-
 /* "<len> <key>=<value>\n" where len counts the whole record. */
 static int pax_format(struct kiln_buf *b, const struct pax_rec *p)
 {
         size_t klen = strlen(p->key) + (p->suffix ? strlen(p->suffix) : 0);
-        size_t base = klen + p->size + 3, size = base + digits(base);
+        size_t base = klen + p->size + 3, size = base + decimal_digits(base);
         int r;
 
         /* Go's formatPAXRecord: counting the length can add a digit. */
-        if (digits(size) != digits(base))
-                size = base + digits(size);
+        if (decimal_digits(size) != decimal_digits(base))
+                size = base + decimal_digits(size);
         r = kiln_buf_printf(b, "%zu %s%s=", size, p->key, p->suffix ? p->suffix : "");
         if (r >= 0)
                 r = kiln_buf_append(b, p->value, p->size);
@@ -499,10 +499,34 @@ static void header_from_meta(struct kiln_export_tar_writer *tw, struct header *h
         h->uid = m->uid;
         h->gid = m->gid;
         h->mtime = m->mtime;
-        if (tw->has_epoch && h->mtime > tw->epoch)
+        if (tw->has_epoch && (h->mtime > tw->epoch || tw->epoch_all))
                 h->mtime = tw->epoch;
         h->xattrs = m->xattrs;
         h->n_xattrs = m->n_xattrs;
+}
+
+/* Whether an entry named name may be added now. */
+static int start_entry(struct kiln_export_tar_writer *tw, const char *name, struct kiln_error **err)
+{
+        int r = check_usable(tw, err);
+
+        return r < 0 ? r : check_name(name, err);
+}
+
+/* Checks a regular file entry (h->name) and fills h from m; the header
+ * is not written yet. A refused entry leaves the writer usable. */
+static int start_file(struct kiln_export_tar_writer *tw, struct header *h,
+                      const struct kiln_export_tar_meta *m, struct kiln_error **err)
+{
+        int r = start_entry(tw, h->name, err);
+
+        if (r < 0)
+                return r;
+        if (h->name[strlen(h->name) - 1] == '/')
+                return kiln_error_set(err, -EINVAL, "tar entry '%s': file name ends with '/'",
+                                      h->name);
+        header_from_meta(tw, h, m);
+        return 0;
 }
 
 static int add_simple(struct kiln_export_tar_writer *tw, const char *name,
@@ -512,10 +536,7 @@ static int add_simple(struct kiln_export_tar_writer *tw, const char *name,
         struct header h = { .name = name, .linkname = linkname, .type = type };
         int r;
 
-        r = check_usable(tw, err);
-        if (r < 0)
-                return r;
-        r = check_name(name, err);
+        r = start_entry(tw, name, err);
         if (r < 0)
                 return r;
         if (linkname) {
@@ -531,9 +552,7 @@ static int add_simple(struct kiln_export_tar_writer *tw, const char *name,
         h.devmajor = major;
         h.devminor = minor;
         r = write_header(tw, &h, err);
-        if (r < 0 && tw->error == 0)
-                tw->error = r;
-        return r;
+        return stop_on_error(tw, r);
 }
 
 int kiln_export_tar_writer_add_file_data(struct kiln_export_tar_writer *tw, const char *name,
@@ -543,24 +562,15 @@ int kiln_export_tar_writer_add_file_data(struct kiln_export_tar_writer *tw, cons
         struct header h = { .name = name, .type = '0', .size = n };
         int r;
 
-        r = check_usable(tw, err);
+        r = start_file(tw, &h, m, err);
         if (r < 0)
                 return r;
-        r = check_name(name, err);
-        if (r < 0)
-                return r;
-        if (name[strlen(name) - 1] == '/')
-                return kiln_error_set(err, -EINVAL, "tar entry '%s': file name ends with '/'",
-                                      name);
-        header_from_meta(tw, &h, m);
         r = write_header(tw, &h, err);
         if (r >= 0)
                 r = emit(tw, data, n, err);
         if (r >= 0)
                 r = emit_zeros(tw, padding(n), err);
-        if (r < 0 && tw->error == 0)
-                tw->error = r;
-        return r;
+        return stop_on_error(tw, r);
 }
 
 int kiln_export_tar_writer_add_file_fd(struct kiln_export_tar_writer *tw, const char *name,
@@ -571,16 +581,9 @@ int kiln_export_tar_writer_add_file_fd(struct kiln_export_tar_writer *tw, const 
         uint64_t left = size;
         int r;
 
-        r = check_usable(tw, err);
+        r = start_file(tw, &h, m, err);
         if (r < 0)
                 return r;
-        r = check_name(name, err);
-        if (r < 0)
-                return r;
-        if (name[strlen(name) - 1] == '/')
-                return kiln_error_set(err, -EINVAL, "tar entry '%s': file name ends with '/'",
-                                      name);
-        header_from_meta(tw, &h, m);
         r = write_header(tw, &h, err);
         /* Read straight into the output buffer: one copy, large reads. */
         while (r >= 0 && left > 0) {
@@ -611,9 +614,7 @@ int kiln_export_tar_writer_add_file_fd(struct kiln_export_tar_writer *tw, const 
         }
         if (r >= 0)
                 r = emit_zeros(tw, padding(size), err);
-        if (r < 0 && tw->error == 0)
-                tw->error = r;
-        return r;
+        return stop_on_error(tw, r);
 }
 
 int kiln_export_tar_writer_add_dir(struct kiln_export_tar_writer *tw, const char *name,
@@ -680,9 +681,7 @@ static int add_whiteout_name(struct kiln_export_tar_writer *tw, const char *dir,
         h.name = name;
         header_from_meta(tw, &h, &zero);
         r = write_header(tw, &h, err);
-        if (r < 0 && tw->error == 0)
-                tw->error = r;
-        return r;
+        return stop_on_error(tw, r);
 }
 
 int kiln_export_tar_writer_add_whiteout(struct kiln_export_tar_writer *tw, const char *name,
@@ -731,11 +730,8 @@ int kiln_export_tar_writer_finish(struct kiln_export_tar_writer *tw, struct kiln
         r = emit_zeros(tw, 2 * BLOCK, err);
         if (r >= 0)
                 r = flush(tw, err);
-        if (r < 0) {
-                if (tw->error == 0)
-                        tw->error = r;
-                return r;
-        }
+        if (r < 0)
+                return stop_on_error(tw, r);
         tw->finished = true;
         return 0;
 }

@@ -53,6 +53,9 @@ struct kiln_export_tar_options {
          * mtime 0. */
         bool has_epoch;
         int64_t epoch;
+        /* With has_epoch: every mtime becomes epoch, not only later ones
+         * (BuildKit's local and tar exporters). */
+        bool epoch_all;
 };
 
 struct kiln_export_tar_xattr {

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "base/clock.h"
 #include "redact.h"
 #include "registry-internal.h"
 #include "registry-limits.h"
@@ -580,29 +581,6 @@ char *kiln_registry_basic_auth(const char *username, const char *secret)
 
 /* ---- Token responses ---- */
 
-static bool digits(const char *s, size_t n, int *ret)
-{
-        int v = 0;
-
-        for (size_t i = 0; i < n; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return false;
-                v = v * 10 + (s[i] - '0');
-        }
-        *ret = v;
-        return true;
-}
-
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-        y -= m <= 2;
-        int64_t era = (y >= 0 ? y : y - 399) / 400;
-        int64_t yoe = y - era * 400;
-        int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-        int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        return era * 146097 + doe - 719468;
-}
-
 /* RFC 3339 as Go's time.Time.UnmarshalJSON reads it; fractions dropped. */
 static bool parse_rfc3339(const char *s, int64_t *ret)
 {
@@ -612,8 +590,9 @@ static bool parse_rfc3339(const char *s, int64_t *ret)
 
         if (n < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
                 return false;
-        if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) ||
-            !digits(s + 11, 2, &h) || !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &sec))
+        if (!kiln_parse_digits(s, 4, &y) || !kiln_parse_digits(s + 5, 2, &mo) ||
+            !kiln_parse_digits(s + 8, 2, &d) || !kiln_parse_digits(s + 11, 2, &h) ||
+            !kiln_parse_digits(s + 14, 2, &mi) || !kiln_parse_digits(s + 17, 2, &sec))
                 return false;
         if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 59)
                 return false;
@@ -629,11 +608,12 @@ static bool parse_rfc3339(const char *s, int64_t *ret)
         if (i < n && s[i] == 'Z' && i + 1 == n) {
         } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
                 sign = s[i] == '-' ? -1 : 1;
-                if (!digits(s + i + 1, 2, &oh) || !digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
+                if (!kiln_parse_digits(s + i + 1, 2, &oh) ||
+                    !kiln_parse_digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
                         return false;
         } else
                 return false;
-        *ret = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
+        *ret = kiln_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
                sign * (oh * 3600 + om * 60);
         return true;
 }

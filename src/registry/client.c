@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "client.h"
 #include "redact.h"
 #include "registry-internal.h"
@@ -35,15 +36,8 @@ static void auth_handler_free(struct auth_handler *h)
 int session_sleep(struct session *s, unsigned ms)
 {
         struct kiln_registry_client *c = s->c;
-        struct timespec until;
+        struct timespec until = kiln_mono_deadline(ms);
 
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += ms / 1000;
-        until.tv_nsec += (long) (ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-        }
         pthread_mutex_lock(&c->wake_lock);
         for (;;) {
                 struct timespec now, slice;

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "client.h"
 #include "redact.h"
 #include "registry-internal.h"
@@ -20,14 +21,6 @@
 #define SCHEMA1_MEDIA_TYPE "application/vnd.docker.distribution.manifest.v1+prettyjws"
 /* Nesting of indexes in indexes that a pull follows. */
 #define INDEX_DEPTH_MAX 4
-
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void log_next_host(struct session *s, const struct kiln_registry_host *h, size_t i, size_t n,
                           const char *error)
@@ -488,7 +481,7 @@ static int blob_sink_write(void *userdata, const void *p, size_t n, struct kiln_
         r = kiln_content_ingest_write(b->in, p, n, err);
         if (r < 0)
                 return r;
-        now = now_ms();
+        now = kiln_mono_ms();
         if (now - b->last_event_ms >= KILN_REGISTRY_PROGRESS_INTERVAL_MS) {
                 b->last_event_ms = now;
                 event(b->s, KILN_REGISTRY_EVENT_BLOB_PROGRESS, b->d->digest, b->d->media_type,

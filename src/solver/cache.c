@@ -376,23 +376,6 @@ static void cachemount_removing_cleanup(struct kiln_solver *s, const char *name)
         kiln_error_free(e);
 }
 
-/* Whether name ("...-<pid>-<n>") was made by this process. */
-static bool removing_is_ours(const char *name)
-{
-        const char *last = strrchr(name, '-'), *prev;
-        char pid[24];
-
-        if (!last || last == name)
-                return false;
-        for (prev = last - 1; prev > name && *prev != '-'; prev--)
-                ;
-        if (*prev != '-')
-                return false;
-        snprintf(pid, sizeof(pid), "%ld", (long) getpid());
-        return (size_t) (last - prev - 1) == strlen(pid) &&
-               strncmp(prev + 1, pid, strlen(pid)) == 0;
-}
-
 int kiln_solver_cachemounts_list(struct kiln_solver *s, struct kiln_solver_cachemount_info **ret,
                                  size_t *n_ret, struct kiln_error **err)
 {
@@ -415,7 +398,7 @@ int kiln_solver_cachemounts_list(struct kiln_solver *s, struct kiln_solver_cache
                         /* what an interrupted removal of an earlier process
                          * left (ours are removed by whoever renamed them) */
                         if (startswith(de->d_name, CACHEMOUNT_REMOVING_PREFIX) &&
-                            !removing_is_ours(de->d_name))
+                            !kiln_tmp_name_is_ours(de->d_name))
                                 cachemount_removing_cleanup(s, de->d_name);
                         continue;
                 }

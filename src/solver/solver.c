@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "base/pattern.h"
@@ -21,9 +22,7 @@
 
 int64_t kiln_solver_now(void)
 {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+        return kiln_realtime_ns();
 }
 
 static void deadline_in(struct timespec *ts, long ms)
@@ -1003,7 +1002,7 @@ int kiln_solver_solve(struct kiln_solver *s, const struct kiln_solver_build *b,
                         r = kiln_solver_ref_snapshot(&sv, out, ref.output, &id, err);
                         if (r >= 0) {
                                 memcpy(ret->key, out->key, sizeof(ret->key));
-                                if (id)
+                                if (id && !b->keep_result_use)
                                         kiln_snapshot_release(s->snapshots, id);
                                 ret->snapshot_id = id;
                         }

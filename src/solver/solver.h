@@ -203,6 +203,11 @@ struct kiln_solver_build {
         const struct kiln_solver_ssh *ssh;
         size_t n_ssh;
         bool no_cache; /* run every op (records are still written) */
+        /* The result's snapshot keeps the use the solve held on it, so
+         * that nothing (a prune, the collector) removes it before the
+         * caller's outputs have read it: the caller releases it with
+         * kiln_snapshot_release. */
+        bool keep_result_use;
         /* Set (by any thread) to cancel: running execs are killed, pulls
          * stopped, everything prepared is removed, nothing recorded. */
         const atomic_bool *cancel;

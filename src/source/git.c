@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/goquote.h"
 #include "base/log.h"
@@ -442,13 +443,6 @@ static void output(struct git_ctx *c, int stream, const char *data, size_t n, bo
         }
 }
 
-static int64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 struct git_run {
         const char *cwd;        /* NULL: tmp */
         const char *index_file; /* GIT_INDEX_FILE, or NULL */
@@ -560,7 +554,7 @@ static int git_exec(struct git_ctx *c, const char *const *args, struct git_run *
         struct pollfd pfd[2] = { { .fd = outp[0], .events = POLLIN },
                                  { .fd = errp[0], .events = POLLIN } };
         unsigned timeout = o->timeout_sec ? o->timeout_sec : KILN_LIMIT_GIT_TIMEOUT_SEC;
-        int64_t deadline = now_ms() + (int64_t) timeout * 1000;
+        int64_t deadline = kiln_mono_ms() + (int64_t) timeout * 1000;
         int stop = 0; /* -ECANCELED, -ETIMEDOUT, -E2BIG */
         int64_t term_at = 0;
         bool killed = false;
@@ -593,12 +587,12 @@ static int git_exec(struct git_ctx *c, const char *const *args, struct git_run *
                 }
                 if (!stop && is_cancelled(o))
                         stop = -ECANCELED;
-                if (!stop && now_ms() > deadline)
+                if (!stop && kiln_mono_ms() > deadline)
                         stop = -ETIMEDOUT;
                 if (stop && !term_at) {
                         (void) kill(-pid, SIGTERM);
-                        term_at = now_ms();
-                } else if (stop && !killed && now_ms() - term_at > TERM_GRACE_MS) {
+                        term_at = kiln_mono_ms();
+                } else if (stop && !killed && kiln_mono_ms() - term_at > TERM_GRACE_MS) {
                         (void) kill(-pid, SIGKILL);
                         killed = true;
                 }
@@ -619,7 +613,7 @@ static int git_exec(struct git_ctx *c, const char *const *args, struct git_run *
                         break;
                 if (!stop && is_cancelled(o))
                         stop = -ECANCELED;
-                if (!stop && now_ms() > deadline)
+                if (!stop && kiln_mono_ms() > deadline)
                         stop = -ETIMEDOUT;
                 if (stop)
                         (void) kill(-pid, SIGKILL);

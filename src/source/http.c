@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/buf.h"
 #include "base/sha256.h"
@@ -125,13 +126,6 @@ struct download {
         int64_t last_status; /* when progress was last sent */
 };
 
-static int64_t now_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static size_t on_header(char *data, size_t size, size_t n, void *userdata)
 {
         struct download *d = userdata;
@@ -181,7 +175,7 @@ static int on_progress(void *userdata, curl_off_t total, curl_off_t now, curl_of
         struct download *d = userdata;
         if (d->o->cancel && atomic_load(d->o->cancel))
                 return 1;
-        int64_t t = d->o->on_status ? now_ns() : 0;
+        int64_t t = d->o->on_status ? kiln_realtime_ns() : 0;
         if (d->o->on_status && t - d->last_status >= STATUS_INTERVAL_NS) {
                 d->last_status = t;
                 struct kiln_source_status st = { .id = d->status_id,
@@ -314,7 +308,9 @@ int kiln_source_http_fetch(struct kiln_snapshot_store *snapshots,
         int root_fd = sc.root_fd;
         char *name = NULL;
         _cleanup_free_ char *digest = NULL;
-        struct download d = { .o = o, .fd = -1, .status_id = safe_url, .started = now_ns() };
+        struct download d = {
+                .o = o, .fd = -1, .status_id = safe_url, .started = kiln_realtime_ns()
+        };
         d.h = kiln_sha256_new();
         if (!d.h) {
                 r = kiln_error_set(err, -ENOMEM, "sha256: out of memory");
@@ -390,7 +386,7 @@ int kiln_source_http_fetch(struct kiln_snapshot_store *snapshots,
                                                  .current = d.bytes,
                                                  .total = d.bytes,
                                                  .started_ns = d.started,
-                                                 .completed_ns = now_ns() };
+                                                 .completed_ns = kiln_realtime_ns() };
                 o->on_status(o->userdata, &st);
         }
         ret->snapshot_id = id;

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "base/sha256.h"
@@ -17,13 +18,6 @@
 /* Blobs whose progress one pull tracks at once (more are reported without
  * a start time). */
 #define STATUS_SLOTS 256u
-
-static int64_t now_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static bool is_cancelled(const struct kiln_source_image_options *o)
 {
@@ -83,7 +77,7 @@ static void on_registry_event(void *userdata, const struct kiln_registry_event *
         const struct kiln_source_image_options *o = m->o;
         if (!o || !o->on_status)
                 return;
-        int64_t t = now_ns();
+        int64_t t = kiln_realtime_ns();
         _cleanup_free_ char *resolve_id = NULL;
         const char *id = ev->digest;
         int64_t started = 0, completed = 0;
@@ -407,7 +401,7 @@ static int apply_layer(struct kiln_source_image_unpacker *u, const struct layer_
                        struct kiln_error **err)
 {
         _cleanup_free_ char *status_id = kiln_xasprintf("extracting %s", j->layer->digest);
-        int64_t started = now_ns();
+        int64_t started = kiln_realtime_ns();
         struct source_scratch sc;
         int blob_fd = -1;
         int r;
@@ -431,7 +425,7 @@ static int apply_layer(struct kiln_source_image_unpacker *u, const struct layer_
         if (r < 0)
                 return r;
         label_blob(u, *ret_id, j);
-        send_status(o, status_id, 0, 0, started, now_ns());
+        send_status(o, status_id, 0, 0, started, kiln_realtime_ns());
         return 0;
 fail:
         if (blob_fd >= 0)

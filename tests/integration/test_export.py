@@ -311,6 +311,30 @@ def test_tar_output(builder, tmp_path):
     step(steps(p.stderr), "exporting to client tarball")
 
 
+def test_file_outputs_write_through_links_and_devices(builder, tmp_path):
+    """As buildx's os.Create: a dest that is a symbolic link gets its target
+    written (the link stays), a device is written into, not replaced; the
+    metadata file too."""
+    b = builder()
+    real = tmp_path / "real.tar"
+    real.write_text("old")
+    link = tmp_path / "link.tar"
+    link.symlink_to(real)
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    meta_real = tmp_path / "meta.json"
+    meta_link = tmp_path / "meta-link.json"
+    meta_link.symlink_to(meta_real)
+    ctx = context(tmp_path)
+    b.build(ctx, DOCKERFILE, "-o", f"type=tar,dest={link}", "--metadata-file", meta_link)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert "out/data.txt" in members(real.read_bytes())
+    assert meta_link.is_symlink() and "buildx.build.ref" in json.loads(meta_real.read_text())
+    b.build(ctx, DOCKERFILE, "-o", f"type=tar,dest={null}")
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    assert not [p for p in tmp_path.iterdir() if ".kiln-" in p.name]
+
+
 @pytest.mark.parametrize("kind", ["tar", "oci"])
 def test_dest_dash_writes_to_stdout(builder, seed, tmp_path, kind):
     b = builder()
@@ -401,6 +425,11 @@ def test_source_date_epoch_gives_the_same_digest(builder, seed, tmp_path):
     top = members(layout_blob(layout, manifest["layers"][-1]["digest"]))
     assert top["r.txt"][1] == b"reproducible\n"
     assert all(m.mtime <= EPOCH for m, _ in top.values())
+
+    # a tar of the files gives every one of them the epoch, as BuildKit's
+    b2.build(ctx, REPRO, *arg, "-o", f"type=tar,dest={tmp_path / 'fs.tar'}")
+    files = members((tmp_path / "fs.tar").read_bytes())
+    assert files and all(m.mtime == EPOCH for m, _ in files.values())
 
     # a build argument wins over the environment, as with buildx
     other = oci_build(b2, ctx, tmp_path / "4.tar", "--build-arg",

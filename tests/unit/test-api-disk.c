@@ -290,8 +290,18 @@ TEST(filter_matches_as_buildkit)
 TEST(filter_refuses_bad_syntax)
 {
         static const char *const bad[] = {
-                "type=regular",        "==regular", "type==regular,", ",type",
-                "description~=\"open", "id~=(",     "type>regular",   "description==\"a\" b",
+                "type=regular",
+                "==regular",
+                "type==regular,",
+                ",type",
+                "description~=\"open",
+                "id~=(",
+                "type>regular",
+                "description==\"a\" b",
+                /* a client's pattern must not cost the daemon seconds and
+                 * gigabytes to compile */
+                "description~=\"((a{0,45}){0,45}){0,45}\"",
+                "description~=(a)\\1",
         };
 
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {

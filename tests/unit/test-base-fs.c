@@ -251,3 +251,19 @@ TEST(rm_rf_does_not_cross_into_another_file_system)
         ASSERT_EQ_INT(WEXITSTATUS(status), 0);
         return 0;
 }
+
+TEST(tmp_name_is_ours_matches_this_process_only)
+{
+        _cleanup_free_ char *ours = kiln_xasprintf(".removing-cache-%ld-7", (long) getpid());
+        _cleanup_free_ char *other = kiln_xasprintf(".removing-cache-%ld-7", (long) getpid() + 1);
+        _cleanup_free_ char *prefix = kiln_xasprintf(".removing-cache-1%ld-7", (long) getpid());
+        _cleanup_free_ char *bare = kiln_xasprintf("%ld-7", (long) getpid());
+
+        ASSERT_TRUE(kiln_tmp_name_is_ours(ours));
+        ASSERT_TRUE(!kiln_tmp_name_is_ours(other));
+        ASSERT_TRUE(!kiln_tmp_name_is_ours(prefix));
+        ASSERT_TRUE(!kiln_tmp_name_is_ours(bare)); /* no '-' before the pid */
+        ASSERT_TRUE(!kiln_tmp_name_is_ours("no-dashes"));
+        ASSERT_TRUE(!kiln_tmp_name_is_ours(""));
+        return 0;
+}

@@ -349,8 +349,10 @@ TEST(cancel_kills_and_cleans_up)
 
         FOR_EACH_RUNTIME(rt)
         {
-                const char *shargs[] = { "sh", "-c", "echo started; exec sleep 100",
-                                         "kiln-cancel-test" };
+                /* A duration no other process on the machine sleeps for. */
+                _cleanup_free_ char *secs = kiln_xasprintf("100.%d", (int) getpid());
+                _cleanup_free_ char *cmd = kiln_xasprintf("echo started; exec sleep %s", secs);
+                const char *shargs[] = { "sh", "-c", cmd, "kiln-cancel-test" };
                 struct kiln_exec_process p = { .args = shargs, .n_args = 4 };
                 struct canceller c = { .flag = false };
                 pthread_t t;
@@ -368,7 +370,7 @@ TEST(cancel_kills_and_cleans_up)
                 if (done - c.set_at_ms > 2000)
                         KILN_TEST_FAIL("%s: cancel took %lld ms", rt,
                                        (long long) (done - c.set_at_ms));
-                const char *sleeping[] = { "sleep", "100" };
+                const char *sleeping[] = { "sleep", secs };
                 ASSERT_TRUE(!process_with_args(sleeping, 2));
                 ASSERT_TRUE(state_is_clean(&e));
         }
