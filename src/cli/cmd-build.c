@@ -19,8 +19,6 @@
  *      the result carries the exporter response (--metadata-file,
  *      --quiet's image ID)
  */
-#include <archive.h>
-#include <archive_entry.h>
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <fcntl.h>
@@ -34,6 +32,7 @@
 #include "base/sha256.h"
 #include "base/pattern.h"
 #include "builder.h"
+#include "archive-lazy.h"
 #include "cli.h"
 #include "http.h"
 

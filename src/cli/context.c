@@ -11,8 +11,6 @@
  * with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), so a symbolic link
  * swapped in during a build never makes kiln send a file from elsewhere.
  */
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -23,6 +21,7 @@
 #include "base/buf.h"
 #include "base/fs.h"
 #include "base/pattern.h"
+#include "archive-lazy.h"
 #include "cli.h"
 
 /* What one read of a file puts into the tar at once. */

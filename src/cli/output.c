@@ -5,8 +5,6 @@
  * whose bytes come back (oci, docker, tar, local): a file replaced
  * atomically, stdout, a directory extracted safely, or `docker load`.
  */
-#include <archive.h>
-#include <archive_entry.h>
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -22,6 +20,7 @@
 #include "base/buf.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "archive-lazy.h"
 #include "cli.h"
 #include "config/address.h"
 #include "http.h"
