@@ -13,10 +13,10 @@
 
 /* Sorted by name, as `kiln --help` lists them. */
 static const struct kiln_cli_command *const commands[] = {
-        &kiln_cli_command_build,   &kiln_cli_command_create, &kiln_cli_command_du,
+        &kiln_cli_command_build,      &kiln_cli_command_create,  &kiln_cli_command_du,
         &kiln_cli_command_imagetools, &kiln_cli_command_inspect, &kiln_cli_command_logs,
-        &kiln_cli_command_ls,      &kiln_cli_command_prune,  &kiln_cli_command_pull,
-        &kiln_cli_command_rm,      &kiln_cli_command_stop,   &kiln_cli_command_use,
+        &kiln_cli_command_ls,         &kiln_cli_command_prune,   &kiln_cli_command_pull,
+        &kiln_cli_command_rm,         &kiln_cli_command_stop,    &kiln_cli_command_use,
         &kiln_cli_command_version,
 };
 

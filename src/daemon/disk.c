@@ -387,19 +387,19 @@ static int collect_keep(struct kiln_daemon *d, struct strset *keep, struct kiln_
         if (r < 0)
                 return r;
         for (size_t i = 0; manifests && manifests[i]; i++) {
-                struct strset todo = { 0 };
+                struct strset pending = { 0 };
 
-                strset_add(&todo, manifests[i]);
-                for (size_t k = 0; k < todo.n && k < KILN_CONTENT_LIMIT_INDEX_ENTRIES; k++) {
+                strset_add(&pending, manifests[i]);
+                for (size_t k = 0; k < pending.n && k < KILN_CONTENT_LIMIT_INDEX_ENTRIES; k++) {
                         _cleanup_(kiln_buf_release) struct kiln_buf doc =
                                 KILN_BUF_INIT(KILN_CONTENT_LIMIT_MANIFEST);
                         _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
                         struct kiln_content_document *dd = NULL;
 
-                        strset_add(keep, todo.v[k]);
-                        if (kiln_content_store_read(d->store, todo.v[k], &doc, &e) < 0 ||
+                        strset_add(keep, pending.v[k]);
+                        if (kiln_content_store_read(d->store, pending.v[k], &doc, &e) < 0 ||
                             kiln_content_document_parse(doc.data, doc.len, NULL, &dd, &e) < 0) {
-                                log_debug("gc: named image %s: %s", todo.v[k],
+                                log_debug("gc: named image %s: %s", pending.v[k],
                                           kiln_error_message(e));
                                 continue;
                         }
@@ -410,10 +410,10 @@ static int collect_keep(struct kiln_daemon *d, struct strset *keep, struct kiln_
                         }
                         if (dd->index)
                                 for (size_t l = 0; l < dd->index->n_manifests; l++)
-                                        strset_add(&todo, dd->index->manifests[l].digest);
+                                        strset_add(&pending, dd->index->manifests[l].digest);
                         kiln_content_document_free(dd);
                 }
-                strset_release(&todo);
+                strset_release(&pending);
         }
         kiln_api_strv_free(manifests);
         strset_sort(keep);
