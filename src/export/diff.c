@@ -1059,12 +1059,16 @@ out:
         if (w->root_fd >= 0)
                 w->root_fd = close_fd(w->root_fd);
         if (mounted) {
+                /* a view left mounted is a leak the caller must hear of; an
+                 * empty directory left behind is not */
                 if (kiln_snapshot_unmount(mnt, &e2) < 0) {
-                        log_warning("diff snapshot '%s': %s", id, kiln_error_message(e2));
+                        if (r >= 0) {
+                                r = kiln_error_set(err, -EBUSY, "diff snapshot '%s': %s", id,
+                                                   kiln_error_message(e2));
+                        }
                         kiln_error_free(e2);
                 } else if (rmdir(mnt) < 0)
-                        log_warning("diff snapshot '%s': remove '%s': %s", id, mnt,
-                                    strerror(errno));
+                        log_debug("diff snapshot '%s': remove '%s': %s", id, mnt, strerror(errno));
         }
         return r;
 }
