@@ -31,7 +31,9 @@ Prints the medians, kiln's ratio to each peer (peer time / kiln time: above
 BuildKit, the highest of the daemons that ran the last run of each case;
 buildah has no daemon: the peak of one build). A peer that cannot run here
 is reported and skipped. KILN_BENCH_RUNS (10) and KILN_BENCH_HEAVY_RUNS (5,
-export and pull) set the number of runs.
+export and pull) set the number of runs; KILN_BENCH_CASES (a comma-separated
+list of words such as "RUN,COPY") runs only the cases whose names contain
+one of them.
 
 Cold runs start every tool on fresh state: a new builder for kiln, a
 restarted dockerd on a new data root, a new buildah root. The old state is
@@ -57,6 +59,11 @@ import registries as R  # noqa: E402
 BUILD = pathlib.Path(os.environ.get("KILN_BUILD_DIR", REPO / "build"))
 RUNS = int(os.environ.get("KILN_BENCH_RUNS", "10"))
 HEAVY_RUNS = int(os.environ.get("KILN_BENCH_HEAVY_RUNS", "5"))
+CASES = [w for w in os.environ.get("KILN_BENCH_CASES", "").split(",") if w]
+
+
+def selected(case):
+    return not CASES or any(w in case for w in CASES)
 EXPORT_BYTES = 100 * 1000 * 1000
 DOCKER = "/usr/bin/docker"  # Debian's client, which drives dockerd 20.10's BuildKit
 
@@ -241,9 +248,13 @@ def graveyard(work):
 
 
 def hyperfine(out, prepare, commands, runs=RUNS):
+    """Medians of commands. Dirty data of earlier runs is written out
+    first (sync, untimed, also after every --prepare), so that no run pays
+    for the writeback of another tool's files."""
+    os.sync()
     argv = ["hyperfine", "--runs", str(runs), "--export-json", str(out)]
     for name, (prep, cmd) in commands.items():
-        argv += ["--prepare", prep] if prepare else []
+        argv += ["--prepare", f"{prep} && sync"] if prepare else []
         argv += ["-n", name, cmd]
     if not prepare:
         argv[1:1] = ["--warmup", "2"]
@@ -334,6 +345,8 @@ def main():
             "COPY 5000 cold": (copy_ctx, copy_df, True),
             "COPY 5000 cached": (copy_ctx, copy_df, False),
         }.items():
+            if not selected(case):
+                continue
             cmds = {name: (t.prepare_cold(), t.build(c, df)) for name, t in tools.items()}
             results[case] = hyperfine(work / "h.json", cold, cmds)
             record_peaks()
@@ -343,14 +356,18 @@ def main():
             "export 100MB push": lambda t: t.push(export_ctx, export_df, export_ref),
             "export 100MB oci": lambda t: t.oci(export_ctx, export_df, export_ref, export_out),
         }.items():
+            if not selected(case):
+                continue
             cmds = {name: (f"{t.prepare_image(export_ctx, export_df, export_ref)} && "
                            f"{empty_sink}", command(t))
                     for name, t in tools.items() if command(t)}
             results[case] = hyperfine(work / "h.json", True, cmds, runs=HEAVY_RUNS)
             record_peaks()
-        cmds = {name: (t.prepare_cold(), t.build(pull_ctx, pull_df)) for name, t in tools.items()}
-        results["pull 100MB cold"] = hyperfine(work / "h.json", True, cmds, runs=HEAVY_RUNS)
-        record_peaks()
+        if selected("pull 100MB cold"):
+            cmds = {name: (t.prepare_cold(), t.build(pull_ctx, pull_df))
+                    for name, t in tools.items()}
+            results["pull 100MB cold"] = hyperfine(work / "h.json", True, cmds, runs=HEAVY_RUNS)
+            record_peaks()
 
         big = seeder.images.get("big").layers
         print(f"export: {export_size / 1e6:.0f} MB of /usr/lib in one layer over busybox; "

@@ -51,7 +51,7 @@ def main():
         curl_cmd = " ".join(map(str, curl))
         out = work / "hyperfine.json"
         subprocess.run(["hyperfine", "--warmup", "1", "--runs", "10", "--export-json", str(out),
-                        "--prepare", f"rm -rf {root} {oci} {dl}; mkdir -p {dl}",
+                        "--prepare", f"rm -rf {root} {oci} {dl}; mkdir -p {dl}; sync",
                         "-n", "kiln", kiln_cmd, "-n", "skopeo", skopeo_cmd,
                         "-n", "curl", curl_cmd],
                        check=True, stdout=subprocess.DEVNULL, env=seeder.env)

@@ -252,6 +252,16 @@ static void container_delete(const struct runtime_cmd *rc, const char *id)
         (void) runtime_call(rc, args, ELEMENTSOF(args));
 }
 
+/* Whether the runtime still keeps state for container id (runc and crun
+ * keep <root>/<id>): a runtime that ran it to its end removed it, and a
+ * `delete` would only cost another start of the runtime. */
+static bool container_state_exists(const struct runtime_cmd *rc, const char *id)
+{
+        _cleanup_free_ char *dir = kiln_xasprintf("%s/%s", rc->root, id);
+
+        return faccessat(AT_FDCWD, dir, F_OK, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
+}
+
 static int write_file_at(int dirfd, const char *name, const char *data, size_t n, unsigned mode,
                          const char *bundle, struct kiln_error **err)
 {
@@ -631,9 +641,11 @@ int kiln_exec_run(const struct kiln_exec_runtime *rt, const struct kiln_exec_pro
         struct stubs stubs;
         stubs_collect(rootfd, &stubs);
         r = run_container(&rc, bundle, id, out, userdata, cancel, ret_exit_code, err);
-        /* `run` removes a container that ran to its end; one that was
-         * killed, or whose runtime died, is removed here. */
-        container_delete(&rc, id);
+        /* `run` removes a container that ran to its end (its state
+         * directory goes with it); one that was killed, or whose runtime
+         * died, is removed here. */
+        if (container_state_exists(&rc, id))
+                container_delete(&rc, id);
         stubs_remove(rootfd, &stubs);
 
 out:

@@ -415,6 +415,10 @@ def test_cancelled_build_leaves_nothing_behind(builder, tmp_path):
     wait_for(lambda: not exec_dir.exists() or
              [e.name for e in exec_dir.iterdir() if e.name not in ("runtime",)] == [],
              "the step's bundle to be removed")
+    # the runtime keeps no state of the killed container (runc delete ran)
+    runtime = exec_dir / "runtime"
+    wait_for(lambda: not runtime.exists() or list(runtime.iterdir()) == [],
+             "the runtime's state of the container to be deleted")
     # no active snapshot: every snapshot left is a committed one (with its
     # metadata file)
     snapshots = b.root / "snapshots"

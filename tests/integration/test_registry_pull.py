@@ -268,6 +268,17 @@ def test_pull_plain_registry_then_cached(registry, seed, tool):
     assert len(gets()) == n_gets
     assert all("/manifests/" in e.path for e in heads())
 
+    # Pinned by a digest the store holds: resolved there, no request at all.
+    # A tag pull afterwards is the marker that the log has caught up.
+    n_heads = len(heads())
+    r = t.run("pull", f"{ref}@{image.digest}")
+    assert r.result["digest"] == image.digest and r.result["blobsDownloaded"] == 0
+    assert [e["event"] for e in r.events][:2] == ["resolving", "resolved"]
+    t.run("pull", ref)
+    R.wait_for(lambda: len(heads()) >= n_heads + 1, "the tag pull's HEAD in the access log")
+    assert len(heads()) == n_heads + 1 and len(gets()) == n_gets
+    assert not any(image.digest in e.path for e in heads())
+
 
 def test_pull_index_selects_platform(registry, seed, tool):
     reg = registry()
