@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <isa-l/igzip_lib.h>
 #include <linux/openat2.h>
 #include <pthread.h>
 #include <sys/stat.h>
@@ -18,11 +19,12 @@
 #include "content/layer.h"
 
 /*
- * Two libarchive readers in a row: "outer" undoes the compression (format
- * raw, so its data is the uncompressed tar stream, which is hashed for the
- * diff id), "in" reads the tar from what outer hands over. The tar reader
- * then never decompresses on its own, and a failure is known to be the
- * compression's or the tar's.
+ * A decoder undoes the compression, "in" (a libarchive tar reader) reads the
+ * tar from the uncompressed stream the decoder hands over, which is hashed
+ * for the diff id on the way. gzip is inflated with ISA-L; the other
+ * compressions (and none) by a libarchive reader, "outer", of format raw.
+ * The tar reader then never decompresses on its own, and a failure is known
+ * to be the compression's or the tar's.
  *
  * Writing never goes through a path from the tree's root: every entry's
  * parent directory is opened with openat2(RESOLVE_IN_ROOT |
@@ -60,6 +62,16 @@ enum decompress {
         DECOMPRESS_ZSTD,
 };
 
+struct applier;
+
+/* Hands out the next piece of the uncompressed stream, up to cap bytes:
+ * written to dst, or left in the decoder's own memory. *ret points at the
+ * piece, valid until the next call. Returns its length, 0 at the stream's
+ * end, -1 on failure with the reason in err (size bytes). Runs in the
+ * pipeline's thread when there is one. */
+typedef ssize_t (*decode_fn)(struct applier *s, char *dst, size_t cap, const void **ret, char *err,
+                             size_t size);
+
 struct dir_time {
         size_t off; /* of its path in dir_arena */
         struct timespec ts[2];
@@ -71,12 +83,25 @@ struct applier {
         struct kiln_content_layer_stats *st;
         struct kiln_error **err;
 
-        struct archive *outer;
+        /* The blob, read in READ_BLOCK pieces. */
+        int blob_fd;
+        unsigned char *blob_buf;
+        size_t blob_len;   /* bytes in blob_buf */
+        bool blob_pending; /* blob_buf not yet handed to outer */
+        bool blob_eof;
+
+        decode_fn decode;
+        struct archive *outer;         /* the libarchive decoder */
+        const char *outer_block;       /* what outer handed over, not yet passed on */
+        size_t outer_left;             /* bytes at outer_block */
+        struct inflate_state *inflate; /* the gzip decoder */
+
         struct archive *in;
         struct kiln_sha256 *sha;
-        bool outer_failed;
+        bool outer_failed; /* the decoder failed: outer_error says why */
         char outer_error[256];
-        struct pipeline *pipe; /* NULL: outer is read in this thread */
+        struct pipeline *pipe; /* NULL: the decoder runs in this thread */
+        char *own_buf;         /* PIPE_BUF_SIZE, to decode into without a pipeline */
 
         /* The last parent directory opened (O_PATH), by its cleaned path.
          * Once stale it serves no lookup, but stays open: the entry being
@@ -1037,6 +1062,48 @@ static int apply_entry(struct applier *s, struct archive_entry *e)
 
 /* ---- streams ---- */
 
+/* Reads the next piece of the blob into blob_buf: at least min bytes unless
+ * the blob ends first (blob_eof is set then). Returns the bytes held, or
+ * -errno. */
+static ssize_t blob_fill(struct applier *s, size_t min)
+{
+        size_t len = 0;
+
+        while (len < min && !s->blob_eof) {
+                ssize_t n = read(s->blob_fd, s->blob_buf + len, READ_BLOCK - len);
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        s->blob_eof = true;
+                len += (size_t) n;
+        }
+        s->blob_len = len;
+        return (ssize_t) len;
+}
+
+/* outer's read callback: what sniffing read first, then the rest. */
+static la_ssize_t blob_read(struct archive *a, void *userdata, const void **buf)
+{
+        struct applier *s = userdata;
+        ssize_t n;
+
+        *buf = s->blob_buf;
+        if (s->blob_pending) {
+                s->blob_pending = false;
+                return (la_ssize_t) s->blob_len;
+        }
+        n = blob_fill(s, 1);
+        if (n < 0) {
+                archive_set_error(a, (int) -n, "read blob: %s", strerror((int) -n));
+                return -1;
+        }
+        return (la_ssize_t) n;
+}
+
 static void outer_error_copy(struct archive *outer, char *buf, size_t size)
 {
         const char *m = archive_error_string(outer);
@@ -1044,12 +1111,120 @@ static void outer_error_copy(struct archive *outer, char *buf, size_t size)
         (void) snprintf(buf, size, "%s", m ? m : "decompression failed");
 }
 
+/* decode_fn of outer: its blocks, in pieces of at most cap bytes. */
+static ssize_t outer_decode(struct applier *s, char *dst, size_t cap, const void **ret, char *err,
+                            size_t size)
+{
+        size_t n;
+
+        while (s->outer_left == 0) {
+                const void *block;
+                la_int64_t off;
+                int r = archive_read_data_block(s->outer, &block, &s->outer_left, &off);
+
+                if (r == ARCHIVE_EOF) {
+                        s->outer_left = 0;
+                        return 0;
+                }
+                if (r < ARCHIVE_WARN) {
+                        s->outer_left = 0;
+                        outer_error_copy(s->outer, err, size);
+                        return -1;
+                }
+                s->outer_block = block;
+        }
+        n = s->outer_left < cap ? s->outer_left : cap;
+        *ret = s->outer_block;
+        s->outer_block += n;
+        s->outer_left -= n;
+        return (ssize_t) n;
+}
+
+static const char *inflate_error(int r)
+{
+        switch (r) {
+        case ISAL_INVALID_WRAPPER:
+                return "invalid header";
+        case ISAL_UNSUPPORTED_METHOD:
+                return "unsupported compression method";
+        case ISAL_INCORRECT_CHECKSUM:
+                return "checksum mismatch";
+        case ISAL_INVALID_BLOCK:
+        case ISAL_INVALID_SYMBOL:
+        case ISAL_INVALID_LOOKBACK:
+                return "invalid deflate data";
+        default:
+                return "inflate failed";
+        }
+}
+
+/* decode_fn of gzip, inflated with ISA-L into dst. As Go's gzip.Reader:
+ * members follow one another (after one's trailer, whatever follows must
+ * be the next one's header), each member's CRC-32 and size are checked,
+ * and the blob ending inside a member is an error. */
+static ssize_t gzip_decode(struct applier *s, char *dst, size_t cap, const void **ret, char *err,
+                           size_t size)
+{
+        struct inflate_state *st = s->inflate;
+
+        st->next_out = (uint8_t *) dst;
+        st->avail_out = (uint32_t) (cap < UINT32_MAX ? cap : UINT32_MAX);
+        while (st->avail_out > 0) {
+                enum isal_block_state state;
+                uint32_t avail_out, avail_in;
+                int r;
+
+                if (st->avail_in == 0 && !s->blob_eof) {
+                        ssize_t n = blob_fill(s, 1);
+
+                        if (n < 0) {
+                                (void) snprintf(err, size, "read blob: %s", strerror((int) -n));
+                                return -1;
+                        }
+                        st->next_in = s->blob_buf;
+                        st->avail_in = (uint32_t) n;
+                }
+                if (st->block_state == ISAL_BLOCK_FINISH) {
+                        if (st->avail_in == 0)
+                                break;          /* the blob ends after a member */
+                        isal_inflate_reset(st); /* keeps the input */
+                        continue;
+                }
+
+                state = st->block_state;
+                avail_out = st->avail_out;
+                avail_in = st->avail_in;
+                r = isal_inflate(st);
+                if (r != ISAL_DECOMP_OK) {
+                        (void) snprintf(err, size, "gzip: %s", inflate_error(r));
+                        return -1;
+                }
+                /* Nothing more comes of what it holds: the input is gone. */
+                if (st->block_state != ISAL_BLOCK_FINISH && st->block_state == state &&
+                    st->avail_out == avail_out && st->avail_in == avail_in) {
+                        (void) snprintf(err, size, "gzip: unexpected end of data");
+                        return -1;
+                }
+        }
+        *ret = dst;
+        return (ssize_t) ((uint8_t *) st->next_out - (uint8_t *) dst);
+}
+
+/* The next piece of the uncompressed stream from the decoder, hashed. */
+static ssize_t decode(struct applier *s, char *dst, size_t cap, const void **ret, char *err,
+                      size_t size)
+{
+        ssize_t n = s->decode(s, dst, cap, ret, err, size);
+
+        if (n > 0 && s->sha)
+                kiln_sha256_update(s->sha, *ret, (size_t) n);
+        return n;
+}
+
 static void *pipeline_run(void *userdata)
 {
         struct applier *s = userdata;
         struct pipeline *p = s->pipe;
-        const void *block = NULL;
-        size_t left = 0;
         bool eof = false, failed = false;
 
         while (!eof && !failed) {
@@ -1070,29 +1245,21 @@ static void *pipeline_run(void *userdata)
                 /* Only this thread writes a free buffer. */
                 b = p->mem + (size_t) idx * PIPE_BUF_SIZE;
                 while (len < PIPE_BUF_SIZE) {
-                        size_t n;
-                        la_int64_t off;
+                        const void *piece;
+                        ssize_t n = decode(s, b + len, PIPE_BUF_SIZE - len, &piece, p->error,
+                                           sizeof(p->error));
 
-                        if (left == 0) {
-                                int r = archive_read_data_block(s->outer, &block, &left, &off);
-                                if (r == ARCHIVE_EOF) {
-                                        eof = true;
-                                        break;
-                                }
-                                if (r < ARCHIVE_WARN) {
-                                        outer_error_copy(s->outer, p->error, sizeof(p->error));
-                                        failed = true;
-                                        break;
-                                }
-                                if (s->sha && left)
-                                        kiln_sha256_update(s->sha, block, left);
-                                continue;
+                        if (n == 0) {
+                                eof = true;
+                                break;
                         }
-                        n = left < PIPE_BUF_SIZE - len ? left : PIPE_BUF_SIZE - len;
-                        memcpy(b + len, block, n);
-                        block = (const char *) block + n;
-                        left -= n;
-                        len += n;
+                        if (n < 0) {
+                                failed = true;
+                                break;
+                        }
+                        if (piece != b + len)
+                                memcpy(b + len, piece, (size_t) n);
+                        len += (size_t) n;
                 }
 
                 (void) pthread_mutex_lock(&p->lock);
@@ -1109,7 +1276,7 @@ static void *pipeline_run(void *userdata)
 }
 
 /* Starts the decompression thread; without one (no memory for threads)
- * the stream is read in this thread. */
+ * the stream is decoded in this thread. */
 static void pipeline_start(struct applier *s)
 {
         struct pipeline *p = kiln_xcalloc(1, sizeof(*p));
@@ -1153,24 +1320,18 @@ static la_ssize_t next_block(struct applier *s, const void **buf)
         struct pipeline *p = s->pipe;
 
         if (!p) {
-                for (;;) {
-                        size_t n;
-                        la_int64_t off;
-                        int r = archive_read_data_block(s->outer, buf, &n, &off);
+                ssize_t n;
 
-                        if (r == ARCHIVE_EOF)
-                                return 0;
-                        if (r < ARCHIVE_WARN) {
-                                outer_error_copy(s->outer, s->outer_error, sizeof(s->outer_error));
-                                s->outer_failed = true;
-                                return -1;
-                        }
-                        if (n == 0)
-                                continue;
-                        if (s->sha)
-                                kiln_sha256_update(s->sha, *buf, n);
-                        return (la_ssize_t) n;
-                }
+                if (s->outer_failed)
+                        return -1;
+                /* Untouched unless the decoder writes into it. */
+                if (!s->own_buf)
+                        s->own_buf = kiln_xmalloc(PIPE_BUF_SIZE);
+                n = decode(s, s->own_buf, PIPE_BUF_SIZE, buf, s->outer_error,
+                           sizeof(s->outer_error));
+                if (n < 0)
+                        s->outer_failed = true;
+                return n;
         }
 
         (void) pthread_mutex_lock(&p->lock);
@@ -1229,29 +1390,18 @@ static bool media_type_tarish(const char *mt)
         return strstr(mt, "tar") && !strstr(mt, "encrypted");
 }
 
+/* outer for what is not gzip: zstd when the media type says so, else
+ * sniffed among what moby's DecompressStream knows besides gzip. */
 static int setup_outer(struct applier *s, enum decompress how)
 {
         struct archive *a = s->outer;
-        int r = ARCHIVE_OK;
+        int r;
 
-        switch (how) {
-        case DECOMPRESS_GZIP:
-                r = archive_read_support_filter_gzip(a);
-                break;
-        case DECOMPRESS_ZSTD:
-                r = archive_read_support_filter_zstd(a);
-                break;
-        case DECOMPRESS_SNIFF:
-                /* What moby's DecompressStream knows. */
-                r = archive_read_support_filter_gzip(a);
-                if (r == ARCHIVE_OK)
-                        r = archive_read_support_filter_zstd(a);
-                if (r == ARCHIVE_OK)
-                        r = archive_read_support_filter_bzip2(a);
-                if (r == ARCHIVE_OK)
-                        r = archive_read_support_filter_xz(a);
-                break;
-        }
+        r = archive_read_support_filter_zstd(a);
+        if (r == ARCHIVE_OK && how == DECOMPRESS_SNIFF)
+                r = archive_read_support_filter_bzip2(a);
+        if (r == ARCHIVE_OK && how == DECOMPRESS_SNIFF)
+                r = archive_read_support_filter_xz(a);
         /* ARCHIVE_WARN: the library would run an external program. */
         if (r != ARCHIVE_OK)
                 return kiln_error_set(s->err, -EOPNOTSUPP,
@@ -1264,11 +1414,35 @@ static int setup_outer(struct applier *s, enum decompress how)
         return 0;
 }
 
-static int apply_stream(struct applier *s, int blob_fd, enum decompress how)
+/* Picks the decoder, from the media type or the blob's first bytes (what
+ * it read of them stays in blob_buf for the decoder). Returns 1 when there
+ * is a stream to read as a tar, 0 for an empty one. */
+static int open_decoder(struct applier *s, int blob_fd, enum decompress how)
 {
         struct archive_entry *e;
-        uint64_t n_entries = 0;
+        ssize_t n;
+        bool gzip;
         int r;
+
+        s->blob_fd = blob_fd;
+        s->blob_buf = kiln_xmalloc(READ_BLOCK);
+        n = blob_fill(s, 2);
+        if (n < 0)
+                return kiln_error_set(s->err, (int) n, "read layer: read blob: %s",
+                                      strerror((int) -n));
+        gzip = how != DECOMPRESS_ZSTD && n >= 2 && s->blob_buf[0] == 0x1f && s->blob_buf[1] == 0x8b;
+        if (how == DECOMPRESS_GZIP && !gzip)
+                return kiln_error_set(s->err, -EBADMSG,
+                                      "read layer: not gzip-compressed as its media type says");
+        if (gzip) {
+                s->inflate = kiln_xcalloc(1, sizeof(*s->inflate));
+                isal_inflate_init(s->inflate);
+                s->inflate->crc_flag = ISAL_GZIP;
+                s->inflate->next_in = s->blob_buf;
+                s->inflate->avail_in = (uint32_t) n;
+                s->decode = gzip_decode;
+                return 1;
+        }
 
         s->outer = archive_read_new();
         if (!s->outer)
@@ -1276,21 +1450,31 @@ static int apply_stream(struct applier *s, int blob_fd, enum decompress how)
         r = setup_outer(s, how);
         if (r < 0)
                 return r;
-        if (archive_read_open_fd(s->outer, blob_fd, READ_BLOCK) != ARCHIVE_OK)
+        s->blob_pending = true;
+        if (archive_read_open(s->outer, s, NULL, blob_read, NULL) != ARCHIVE_OK)
                 return kiln_error_set(s->err, -EBADMSG, "read layer: %s",
                                       archive_error_string(s->outer));
         r = archive_read_next_header(s->outer, &e);
         if (r < ARCHIVE_WARN)
                 return kiln_error_set(s->err, -EBADMSG, "read layer: %s",
                                       archive_error_string(s->outer));
-        if (how != DECOMPRESS_SNIFF) {
-                int want = how == DECOMPRESS_GZIP ? ARCHIVE_FILTER_GZIP : ARCHIVE_FILTER_ZSTD;
-                if (archive_filter_code(s->outer, 0) != want)
-                        return kiln_error_set(s->err, -EBADMSG,
-                                              "read layer: not %s-compressed as its media type "
-                                              "says",
-                                              how == DECOMPRESS_GZIP ? "gzip" : "zstd");
-        }
+        if (how == DECOMPRESS_ZSTD && archive_filter_code(s->outer, 0) != ARCHIVE_FILTER_ZSTD)
+                return kiln_error_set(s->err, -EBADMSG,
+                                      "read layer: not zstd-compressed as its media type says");
+        s->decode = outer_decode;
+        /* An empty stream: no raw entry at all. */
+        return r == ARCHIVE_EOF ? 0 : 1;
+}
+
+static int apply_stream(struct applier *s, int blob_fd, enum decompress how)
+{
+        struct archive_entry *e;
+        uint64_t n_entries = 0;
+        int r;
+
+        r = open_decoder(s, blob_fd, how);
+        if (r <= 0)
+                return r;
 
         s->in = archive_read_new();
         if (!s->in)
@@ -1298,11 +1482,7 @@ static int apply_stream(struct applier *s, int blob_fd, enum decompress how)
         if (archive_read_support_format_tar(s->in) != ARCHIVE_OK ||
             archive_read_support_format_empty(s->in) != ARCHIVE_OK)
                 return kiln_error_set(s->err, -EIO, "read layer: %s", archive_error_string(s->in));
-        if (r == ARCHIVE_EOF) {
-                /* An empty stream: no raw entry at all. Nothing to apply. */
-                return 0;
-        }
-        if (archive_filter_code(s->outer, 0) != ARCHIVE_FILTER_NONE)
+        if (s->inflate || archive_filter_code(s->outer, 0) != ARCHIVE_FILTER_NONE)
                 pipeline_start(s);
         if (archive_read_open(s->in, s, NULL, inner_read, NULL) != ARCHIVE_OK) {
                 if (s->outer_failed)
@@ -1397,7 +1577,7 @@ int kiln_content_layer_apply(int blob_fd, const char *media_type, int root_fd,
         }
 
         r = apply_stream(s, blob_fd, how);
-        /* Before the hash is read and outer freed: the thread uses both. */
+        /* Before the hash is read and the decoder freed: the thread uses both. */
         pipeline_stop(s);
         if (r >= 0 && s->sha) {
                 char hex[KILN_SHA256_HEX_LEN + 1];
@@ -1415,6 +1595,9 @@ int kiln_content_layer_apply(int blob_fd, const char *media_type, int root_fd,
                 (void) archive_read_free(s->in);
         if (s->outer)
                 (void) archive_read_free(s->outer);
+        free(s->inflate);
+        free(s->blob_buf);
+        free(s->own_buf);
         kiln_sha256_free(s->sha);
         cache_drop(s);
         free(s->set);

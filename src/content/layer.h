@@ -74,8 +74,10 @@ struct kiln_content_layer_stats {
  * are sniffed by magic (gzip, zstd, bzip2, xz or none). Other types (JSON
  * documents, artifacts, "+encrypted") fail with -EMEDIUMTYPE; a stream not
  * compressed as its type says fails with -EBADMSG. The blob's integrity is
- * the caller's (digest checked before); the gzip trailer's CRC is not
- * checked, expect_diff_id covers the uncompressed stream.
+ * the caller's (digest checked before); gzip is read as Go's compress/gzip
+ * reads it (members may follow one another, each member's CRC-32 and size
+ * are checked, anything else after the last member fails with -EBADMSG),
+ * and expect_diff_id covers the uncompressed stream.
  *
  * Tar semantics as containerd's archive.Apply: absolute names are made
  * relative; a name whose '..' components climb above the root, or a hard

@@ -3,6 +3,7 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <isa-l/igzip_lib.h>
 #include <locale.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -268,6 +269,83 @@ static int apply_ents(struct tree *t, int filter, const char *mt, const struct e
         return r;
 }
 
+/* The bytes of a layer made by make_layer, appended to out. */
+static int layer_bytes(int filter, const struct ent *ents, size_t n, struct kiln_buf *out)
+{
+        int fd = make_layer(filter, ents, n), r = 0;
+        struct stat sb;
+        char *p;
+
+        if (fd < 0 || fstat(fd, &sb) < 0) {
+                if (fd >= 0)
+                        close(fd);
+                return -EIO;
+        }
+        p = kiln_xmalloc((size_t) sb.st_size + 1);
+        if (pread(fd, p, (size_t) sb.st_size, 0) != sb.st_size)
+                r = -EIO;
+        else
+                r = kiln_buf_append(out, p, (size_t) sb.st_size);
+        free(p);
+        close(fd);
+        return r;
+}
+
+/* Appends one gzip member holding p[0, n) to out. */
+static int gzip_member(const void *p, size_t n, struct kiln_buf *out)
+{
+        size_t cap = n + n / 8 + 1024;
+        _cleanup_free_ uint8_t *z = kiln_xmalloc(cap);
+        struct isal_zstream st;
+
+        isal_deflate_init(&st);
+        st.gzip_flag = IGZIP_GZIP;
+        st.end_of_stream = 1;
+        st.flush = NO_FLUSH;
+        st.next_in = (uint8_t *) p;
+        st.avail_in = (uint32_t) n;
+        st.next_out = z;
+        st.avail_out = (uint32_t) cap;
+        if (isal_deflate_stateless(&st) != COMP_OK)
+                return -EIO;
+        return kiln_buf_append(out, z, st.total_out);
+}
+
+/* Applies blob[0, n) as a layer of media type mt; the error's message in
+ * *msg (NULL on success). */
+static int apply_blob(struct tree *t, const void *blob, size_t n, const char *mt,
+                      const struct kiln_content_layer_options *o,
+                      struct kiln_content_layer_stats *st, char **msg)
+{
+        _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+        int fd = memfd_of(blob, n), r;
+
+        if (fd < 0)
+                return -EIO;
+        r = kiln_content_layer_apply(fd, mt, t->root_fd, o, st, &err);
+        close(fd);
+        *msg = err ? kiln_xstrdup(kiln_error_message(err)) : NULL;
+        if (*msg)
+                printf("# %s\n", *msg);
+        return r;
+}
+
+/* Incompressible text, NUL-free: its gzip is larger than the input. */
+static char *noise(size_t n)
+{
+        char *p = kiln_xmalloc(n + 1);
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+
+        for (size_t i = 0; i < n; i++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                p[i] = (char) (1 + x % 255);
+        }
+        p[n] = '\0';
+        return p;
+}
+
 static const struct ent base_layer[] = {
         { .path = "etc/", .type = AE_IFDIR, .mtime = 1600000000 },
         { .path = "etc/hostname", .data = "kiln\n" },
@@ -492,6 +570,150 @@ TEST(corrupt_gzip_fails_clearly)
         }
         close(cfd);
         ASSERT_TRUE(sentinel_intact(&t));
+        return 0;
+}
+
+TEST(multi_member_gzip_is_one_stream)
+{
+        _cleanup_(kiln_buf_release) struct kiln_buf tar = KILN_BUF_INIT(16u << 20);
+        _cleanup_(kiln_buf_release) struct kiln_buf gz = KILN_BUF_INIT(16u << 20);
+        _cleanup_free_ char *big = noise(900000);
+        struct ent l[ELEMENTSOF(base_layer) + 1];
+        char hex[KILN_SHA256_HEX_LEN + 1], want[80];
+        size_t cuts[5];
+        char *msg = NULL;
+
+        if (!root_or_skip())
+                return KILN_TEST_SKIP;
+        /* Members cut anywhere, one empty; the whole spans several reads. */
+        memcpy(l, base_layer, sizeof(base_layer));
+        l[ELEMENTSOF(base_layer)] = (struct ent){ .path = "big", .data = big };
+        ASSERT_OK(layer_bytes(PLAIN, l, ELEMENTSOF(l), &tar));
+        cuts[0] = 0;
+        cuts[1] = 700;
+        cuts[2] = tar.len / 2 + 3;
+        cuts[3] = cuts[2];
+        cuts[4] = tar.len;
+        for (size_t i = 0; i + 1 < ELEMENTSOF(cuts); i++)
+                ASSERT_OK(gzip_member(tar.data + cuts[i], cuts[i + 1] - cuts[i], &gz));
+        ASSERT_TRUE(gz.len > 3 * (256u << 10));
+        kiln_sha256_hex(tar.data, tar.len, hex);
+        (void) snprintf(want, sizeof(want), "sha256:%s", hex);
+
+        for (int sniff = 0; sniff < 2; sniff++) {
+                _cleanup_(tree_release) struct tree t = TREE_INIT;
+                struct kiln_content_layer_options o = { .want_diff_id = true };
+                struct kiln_content_layer_stats st;
+
+                ASSERT_OK(tree_init(&t));
+                ASSERT_OK(apply_blob(&t, gz.data, gz.len,
+                                     sniff ? NULL : KILN_CONTENT_MT_OCI_LAYER_GZIP, &o, &st, &msg));
+                ASSERT_EQ_INT(st.entries, ELEMENTSOF(l));
+                ASSERT_STREQ(st.diff_id, want);
+                ASSERT_TRUE(has_content(&t, "etc/hostname", "kiln\n"));
+                ASSERT_TRUE(has_content(&t, "usr/share/F\xc5\x91tan\xc3\xba.pem", "utf8"));
+                ASSERT_TRUE(has_content(&t, "big", big));
+                ASSERT_TRUE(sentinel_intact(&t));
+        }
+        return 0;
+}
+
+TEST(gzip_trailer_and_framing_are_checked)
+{
+        _cleanup_(kiln_buf_release) struct kiln_buf tar = KILN_BUF_INIT(16u << 20);
+        _cleanup_(kiln_buf_release) struct kiln_buf one = KILN_BUF_INIT(16u << 20);
+        _cleanup_(kiln_buf_release) struct kiln_buf two = KILN_BUF_INIT(16u << 20);
+        _cleanup_free_ char *blob = NULL;
+        size_t first;
+        /* Positions count from the blob's start, or back from its end when
+         * negative; in the two-member blob, from the second member's start. */
+        enum { FLIP, SET, CUT, APPEND };
+        static const struct {
+                const char *what;
+                int members;
+                int op;
+                long at;
+                int value; /* FLIP: the bits flipped; SET: the new byte */
+                const char *append;
+                size_t append_len;
+                const char *msg;
+        } cases[] = {
+                { "crc", 1, FLIP, -8, 0x01, NULL, 0, "read layer: gzip: checksum mismatch" },
+                { "isize", 1, FLIP, -1, 0x10, NULL, 0, "read layer: gzip: checksum mismatch" },
+                { "first member's crc", 2, FLIP, -8, 0x80, NULL, 0,
+                  "read layer: gzip: checksum mismatch" },
+                { "reserved block type", 1, SET, 10, 0x07, NULL, 0,
+                  "read layer: gzip: invalid deflate data" },
+                { "cut in the data", 1, CUT, 300, 0, NULL, 0,
+                  "read layer: gzip: unexpected end of data" },
+                { "cut in the trailer", 1, CUT, -3, 0, NULL, 0,
+                  "read layer: gzip: unexpected end of data" },
+                { "cut in the second header", 2, CUT, 5, 0, NULL, 0,
+                  "read layer: gzip: unexpected end of data" },
+                { "garbage after", 1, APPEND, 0, 0, "garbage, not gzip", 17,
+                  "read layer: gzip: invalid header" },
+                { "zeros after", 1, APPEND, 0, 0, "\0\0\0\0\0\0\0\0\0\0", 10,
+                  "read layer: gzip: invalid header" },
+                { "magic after", 1, APPEND, 0, 0, "\x1f\x8b", 2,
+                  "read layer: gzip: unexpected end of data" },
+        };
+
+        if (!root_or_skip())
+                return KILN_TEST_SKIP;
+        ASSERT_OK(layer_bytes(PLAIN, base_layer, ELEMENTSOF(base_layer), &tar));
+        ASSERT_OK(gzip_member(tar.data, tar.len, &one));
+        ASSERT_OK(gzip_member(tar.data, 1024, &two));
+        first = two.len;
+        ASSERT_OK(gzip_member(tar.data + 1024, tar.len - 1024, &two));
+        blob = kiln_xmalloc(two.len + 32);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(tree_release) struct tree t = TREE_INIT;
+                const struct kiln_buf *b = cases[i].members == 1 ? &one : &two;
+                size_t len = b->len, at;
+                char *msg = NULL;
+                int r;
+
+                printf("# %s\n", cases[i].what);
+                ASSERT_OK(tree_init(&t));
+                memcpy(blob, b->data, b->len);
+                if (cases[i].members == 2 && cases[i].at < 0)
+                        at = first - (size_t) -cases[i].at;
+                else if (cases[i].members == 2)
+                        at = first + (size_t) cases[i].at;
+                else
+                        at = cases[i].at < 0 ? len - (size_t) -cases[i].at : (size_t) cases[i].at;
+                switch (cases[i].op) {
+                case FLIP:
+                        blob[at] ^= (char) cases[i].value;
+                        break;
+                case SET:
+                        blob[at] = (char) cases[i].value;
+                        break;
+                case CUT:
+                        len = at;
+                        break;
+                default:
+                        memcpy(blob + len, cases[i].append, cases[i].append_len);
+                        len += cases[i].append_len;
+                        break;
+                }
+                r = apply_blob(&t, blob, len, KILN_CONTENT_MT_OCI_LAYER_GZIP, NULL, NULL, &msg);
+                ASSERT_EQ_INT(r, -EBADMSG);
+                ASSERT_STREQ(msg, cases[i].msg);
+                free(msg);
+                ASSERT_TRUE(sentinel_intact(&t));
+        }
+
+        /* The same blob, whole, unpacks. */
+        {
+                _cleanup_(tree_release) struct tree t = TREE_INIT;
+                char *msg = NULL;
+
+                ASSERT_OK(tree_init(&t));
+                ASSERT_OK(apply_blob(&t, two.data, two.len, NULL, NULL, NULL, &msg));
+                ASSERT_TRUE(has_content(&t, "usr/bin/tool", "#!/bin/sh\n"));
+        }
         return 0;
 }
 
