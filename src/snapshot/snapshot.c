@@ -60,6 +60,8 @@ struct kiln_snapshot_store {
         int lock_fd;
         enum kiln_snapshot_driver driver;
         bool new_mount_api;
+        /* Writable overlays are mounted "volatile": see overlay_mount. */
+        bool volatile_upper;
         uint64_t next_id;
         uint64_t reserved;
         struct entry **entries; /* sorted by id */
@@ -274,7 +276,8 @@ static int mount_set_error(struct kiln_error **err, int r, const char *what, con
 }
 
 static int overlay_mount_new_api(const char *const *lowers, size_t n_lowers, const char *upper,
-                                 const char *work, const char *target, struct kiln_error **err)
+                                 const char *work, bool volatile_upper, const char *target,
+                                 struct kiln_error **err)
 {
         _cleanup_close_ int fsfd = -1, mfd = -1;
 
@@ -288,7 +291,8 @@ static int overlay_mount_new_api(const char *const *lowers, size_t n_lowers, con
                         goto fail;
         if (upper) {
                 if (fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
-                    fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work, 0) < 0)
+                    fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", work, 0) < 0 ||
+                    (volatile_upper && fsconfig(fsfd, FSCONFIG_SET_FLAG, "volatile", NULL, 0) < 0))
                         goto fail;
         }
         for (size_t i = 0; i < ELEMENTSOF(overlay_options); i++)
@@ -310,7 +314,8 @@ fail:
 /* mount(2) takes the options as one page of text, separated by ',' and
  * ':', so paths holding those (or '\\') are refused rather than escaped. */
 static int overlay_mount_legacy(const char *const *lowers, size_t n_lowers, const char *upper,
-                                const char *work, const char *target, struct kiln_error **err)
+                                const char *work, bool volatile_upper, const char *target,
+                                struct kiln_error **err)
 {
         _cleanup_(kiln_buf_release) struct kiln_buf b =
                 KILN_BUF_INIT(SNAPSHOT_LIMIT_MOUNT_DATA - 1);
@@ -325,7 +330,8 @@ static int overlay_mount_legacy(const char *const *lowers, size_t n_lowers, cons
                 r = kiln_buf_printf(&b, "%s%s", i ? ":" : "", lowers[i]);
         }
         if (r >= 0 && upper)
-                r = kiln_buf_printf(&b, ",upperdir=%s,workdir=%s", upper, work);
+                r = kiln_buf_printf(&b, ",upperdir=%s,workdir=%s%s", upper, work,
+                                    volatile_upper ? ",volatile" : "");
         for (size_t i = 0; r >= 0 && i < ELEMENTSOF(overlay_options); i++)
                 r = kiln_buf_printf(&b, ",%s=%s", overlay_options[i][0], overlay_options[i][1]);
         if (r < 0)
@@ -338,13 +344,30 @@ static int overlay_mount_legacy(const char *const *lowers, size_t n_lowers, cons
         return 0;
 }
 
-static int overlay_mount(bool new_api, const char *const *lowers, size_t n_lowers,
-                         const char *upper, const char *work, const char *target,
+/* A writable overlay (upper set) is mounted "volatile" when the kernel
+ * knows the option (s->volatile_upper): without it, every unmount syncs the
+ * whole file system under the upper directory (all dirty data of every
+ * build, milliseconds per MB), and kiln makes snapshots durable on its own
+ * (the store's syncer; a crash loses only what it had not synced, which
+ * open then removes). Such a mount leaves <work>/work/incompat/volatile
+ * behind, which would make the next mount of the same upper directory
+ * fail: removed first. */
+static int overlay_mount(struct kiln_snapshot_store *s, const char *const *lowers,
+                         size_t n_lowers, const char *upper, const char *work, const char *target,
                          struct kiln_error **err)
 {
-        if (new_api)
-                return overlay_mount_new_api(lowers, n_lowers, upper, work, target, err);
-        return overlay_mount_legacy(lowers, n_lowers, upper, work, target, err);
+        bool v = upper && s->volatile_upper;
+
+        if (v) {
+                _cleanup_free_ char *incompat = kiln_xasprintf("%s/work/incompat", work);
+                int r = kiln_rm_rf_at(AT_FDCWD, incompat, NULL, err);
+
+                if (r < 0 && r != -ENOENT)
+                        return kiln_error_wrap(err, "mount overlay at '%s'", target);
+        }
+        if (s->new_mount_api)
+                return overlay_mount_new_api(lowers, n_lowers, upper, work, v, target, err);
+        return overlay_mount_legacy(lowers, n_lowers, upper, work, v, target, err);
 }
 
 static int bind_mount(const char *source, const char *target, bool readonly,
@@ -889,7 +912,8 @@ static int remove_dir(struct kiln_snapshot_store *s, uint64_t id, struct kiln_er
 }
 
 /* The overlay probe: two lowers, an upper, a whiteout made by deleting a
- * lower file. Sets s->new_mount_api. */
+ * lower file. Sets s->new_mount_api and s->volatile_upper (the first of
+ * new API + volatile, new API, mount(2) + volatile, mount(2) that works). */
 static int probe_overlay(struct kiln_snapshot_store *s, struct kiln_error **err)
 {
         _cleanup_free_ char *tmp = kiln_xasprintf("%s/probe-XXXXXX", s->dir);
@@ -914,16 +938,24 @@ static int probe_overlay(struct kiln_snapshot_store *s, struct kiln_error **err)
                 r = kiln_error_set(err, -errno, "create '%s': %s", tmp, strerror(errno));
                 goto out;
         }
-        r = overlay_mount_new_api(lowers, 2, u, w, m, &e1);
-        if (r >= 0)
-                s->new_mount_api = true;
-        else {
-                r = overlay_mount_legacy(lowers, 2, u, w, m, err);
+        s->new_mount_api = s->volatile_upper = true;
+        r = overlay_mount_new_api(lowers, 2, u, w, true, m, NULL);
+        if (r < 0) {
+                s->volatile_upper = false;
+                r = overlay_mount_new_api(lowers, 2, u, w, false, m, &e1);
+        }
+        if (r < 0) {
+                s->new_mount_api = false;
+                s->volatile_upper = true;
+                r = overlay_mount_legacy(lowers, 2, u, w, true, m, NULL);
+        }
+        if (r < 0) {
+                s->volatile_upper = false;
+                r = overlay_mount_legacy(lowers, 2, u, w, false, m, err);
                 if (r < 0) {
                         (void) kiln_error_wrap(err, "%s; with mount(2)", kiln_error_message(e1));
                         goto out;
                 }
-                s->new_mount_api = false;
         }
         free(f);
         f = kiln_xasprintf("%s/f", m);
@@ -1586,9 +1618,12 @@ int kiln_snapshot_store_open(const char *dir, enum kiln_snapshot_driver d,
         s->syncer_running = true;
         log_debug_f(KILN_FIELDS({ "snapshotter", kiln_snapshot_store_driver_name(s) },
                                 { "root", s->dir }),
-                    "snapshot store opened%s",
+                    "snapshot store opened%s%s",
                     s->driver == KILN_SNAPSHOT_DRIVER_OVERLAYFS && !s->new_mount_api
                             ? " (overlay mounts through mount(2))"
+                            : "",
+                    s->driver == KILN_SNAPSHOT_DRIVER_OVERLAYFS && !s->volatile_upper
+                            ? " (no volatile overlays: every unmount syncs)"
                             : "");
         *ret = TAKE_PTR(s);
         return 0;
@@ -1751,8 +1786,7 @@ int kiln_snapshot_mount(struct kiln_snapshot *snap, const char *target, struct k
                 lowers = chain_paths(s, snap->parent, &n);
                 unlock(s);
                 work = kiln_xasprintf("%s/%s/work", s->dir, snap->id_str);
-                r = overlay_mount(s->new_mount_api, (const char *const *) lowers, n, fs, work,
-                                  target, err);
+                r = overlay_mount(s, (const char *const *) lowers, n, fs, work, target, err);
         } else
                 r = bind_mount(fs, target, false, err);
         if (r < 0)
@@ -1791,8 +1825,7 @@ int kiln_snapshot_mount_view(struct kiln_snapshot_store *s, const char *id, cons
         if (n == 1)
                 r = bind_mount(lowers[0], target, true, err);
         else
-                r = overlay_mount(s->new_mount_api, (const char *const *) lowers, n, NULL, NULL,
-                                  target, err);
+                r = overlay_mount(s, (const char *const *) lowers, n, NULL, NULL, target, err);
         if (r < 0)
                 return kiln_error_wrap(err, "mount snapshot '%s'", id);
         return 0;

@@ -48,7 +48,9 @@
  * still made from the store's directories: one process owns a store at a
  * time, so such mounts are what a crashed owner left.
  *
- * Durability: a commit does not wait for the disk. A thread of the store
+ * Durability: a commit does not wait for the disk, and neither does an
+ * unmount (writable overlays are mounted "volatile" where the kernel has
+ * it, so unmounting one does not sync the file system). A thread of the store
  * makes committed snapshots durable in batches (one syncfs, then their ids
  * appended to the store's "durable" journal and synced), a short while after
  * a commit and at kiln_snapshot_store_free. After a crash, open removes every
@@ -163,8 +165,9 @@ int kiln_snapshot_unmount(const char *target, struct kiln_error **err);
 /* Makes an active snapshot committed and immutable, with an optional name
  * (e.g. "layer:sha256:<chainid>"; unique in the store; at most
  * KILN_SNAPSHOT_LIMIT_NAME bytes, no control characters). The snapshot must
- * not be mounted (-EBUSY). The data is synced (syncfs) before the metadata
- * is written, so a committed snapshot survives a crash whole.
+ * not be mounted (-EBUSY). It survives a crash once the store's syncer has
+ * made it durable (see Durability above); until then a crash removes it
+ * whole, never leaving it half written.
  * When a committed snapshot already has that name (two unpackers of one
  * layer raced), this snapshot is removed and *ret_id is the existing one's
  * id: the caller uses it exactly as its own.

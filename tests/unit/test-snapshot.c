@@ -424,6 +424,57 @@ static int mounted_commit_and_abort(enum kiln_snapshot_driver d)
         return 0;
 }
 
+/* An active snapshot mounted, unmounted and mounted again keeps what was
+ * written, and can be written again (a writable overlay is "volatile" and
+ * leaves a marker behind that must not block the second mount). */
+static int remount_active(enum kiln_snapshot_driver d)
+{
+        _cleanup_dir_ char *root = tmpdir();
+        _cleanup_(kiln_snapshot_store_freep) struct kiln_snapshot_store *s = NULL;
+        _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+        struct kiln_snapshot *a = NULL;
+        _cleanup_free_ char *m = NULL, *base = NULL, *id = NULL;
+        int r = setup();
+
+        if (r)
+                return r;
+        ASSERT_TRUE(root);
+        m = mkdir_in(root, "m");
+        ASSERT_TRUE(m);
+        ASSERT_OK(open_store(root, d, &s));
+        ASSERT_OK(layer(s, NULL, m, write_base, NULL, NULL, &base));
+        ASSERT_OK(kiln_snapshot_prepare(s, base, &a, &e));
+        for (int i = 0; i < 3; i++) {
+                _cleanup_free_ char *name = kiln_xasprintf("f%d", i);
+
+                ASSERT_OK(kiln_snapshot_mount(a, m, &e));
+                for (int k = 0; k < i; k++) {
+                        _cleanup_free_ char *prev = kiln_xasprintf("f%d", k);
+                        ASSERT_TRUE(exists_at(m, prev));
+                }
+                ASSERT_OK(write_at(m, name, "x"));
+                ASSERT_OK(kiln_snapshot_unmount(m, &e));
+                ASSERT_TRUE(!mountinfo_has(m));
+        }
+        ASSERT_OK(kiln_snapshot_commit(a, NULL, &id, &e));
+        ASSERT_OK(kiln_snapshot_mount_view(s, id, m, &e));
+        ASSERT_TRUE(exists_at(m, "f0") && exists_at(m, "f2"));
+        ASSERT_OK(kiln_snapshot_unmount(m, &e));
+        ASSERT_OK(kiln_snapshot_remove(s, id, &e));
+        ASSERT_OK(kiln_snapshot_remove(s, base, &e));
+        return 0;
+}
+
+TEST(remount_active_native)
+{
+        return remount_active(KILN_SNAPSHOT_DRIVER_NATIVE);
+}
+
+TEST(remount_active_overlayfs)
+{
+        return remount_active(KILN_SNAPSHOT_DRIVER_OVERLAYFS);
+}
+
 TEST(mounted_commit_and_abort_native)
 {
         return mounted_commit_and_abort(KILN_SNAPSHOT_DRIVER_NATIVE);
