@@ -129,7 +129,7 @@ static struct sigaction saved_int, saved_term;
 /* Shuts down every socket of the process: kiln's only sockets are its
  * connections to the daemon, and closing them is how a build is cancelled
  * (the daemon cancels a build whose client went away). shutdown() and
- * fstat() are async-signal-safe; curl then sees the end of its
+ * fstat() are async-signal-safe; the HTTP client then sees the end of its
  * connection and returns. */
 static void on_cancel_signal(int sig)
 {

@@ -8,7 +8,6 @@
  * `imagetools` is a row of the command table of its own; main.c hands
  * `kiln imagetools VERB` to the VERB's row.
  */
-#include <curl/curl.h>
 
 #include "api/api.h"
 #include "base/buf.h"
@@ -112,11 +111,9 @@ static int inspect_run(struct kiln_cli *cli, const struct kiln_cli_args *args,
         r = kiln_cli_image_target(cli, &s, &b, err);
         if (r < 0)
                 return r;
-        esc = curl_easy_escape(NULL, args->pos[0], 0);
-        if (!esc)
-                return kiln_error_set(err, -ENOMEM, "out of memory");
+        esc = kiln_cli_http_escape(args->pos[0]);
         path = kiln_xasprintf("%s?ref=%s&raw=%d", KILN_API_PATH_IMAGETOOLS_INSPECT, esc, raw);
-        curl_free(esc);
+        free(esc);
 
         kiln_cli_builder_http_target(b, &t);
         r = kiln_cli_http_request(&t, "GET", path, NULL, 0, KILN_CLI_TIMEOUT_NONE_MS, &resp, err);

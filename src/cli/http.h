@@ -2,14 +2,17 @@
 #pragma once
 
 /*
- * The client side of the daemon API (api/api.h): HTTP/1.1 over libcurl, to
- * a unix socket (unix://PATH) or over TLS to TCP (tcp://HOST:PORT, always
- * https, with an optional client certificate for kilnd's --tlscacert).
+ * The client side of the daemon API (api/api.h): HTTP/1.1 of its own on
+ * plain sockets, to a unix socket (unix://PATH) or over TLS (OpenSSL's
+ * libssl) to TCP (tcp://HOST:PORT, always https, with an optional client
+ * certificate for kilnd's --tlscacert). kiln's only peers are kilnd and a
+ * Docker engine's /_ping: a client of its own starts in a fraction of the
+ * time a general one takes to load, which every kiln command pays.
  *
- * Every call makes its own curl handle: kiln's commands make a handful of
- * requests, and a handle per call keeps them independent. Not for use from
- * two threads at once on one target; curl_global_init must have run
- * (main does it).
+ * Every call makes its own connection and closes it ("Connection: close"):
+ * kiln's commands make a handful of requests, and a connection per call
+ * keeps them independent. Calls on different threads are independent; no
+ * global initialisation is needed. Writes never raise SIGPIPE.
  *
  * Errors are -errno with *err naming the address and the cause:
  *   -ECONNREFUSED  nothing accepts connections there (no daemon)
@@ -25,6 +28,7 @@
 
 #include <jansson.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -33,6 +37,11 @@
 
 /* One line of a streamed (NDJSON) answer. */
 #define KILN_CLI_LIMIT_EVENT (1u << 20)
+/* The status line and headers of an answer (and the trailers of a chunked
+ * one), together. */
+#define KILN_LIMIT_CLI_HTTP_HEAD (64u << 10)
+/* One chunk-size line of a chunked answer, extensions included. */
+#define KILN_LIMIT_CLI_HTTP_CHUNK_LINE 4096u
 
 struct kiln_cli_http_target {
         const char *address;   /* unix:///path or tcp://host:port */
@@ -41,6 +50,8 @@ struct kiln_cli_http_target {
         const char *key_file;  /* tcp: its private key (PEM) */
         const char *server_name; /* tcp: the name to verify the daemon's certificate against;
                                     NULL: the host of address */
+        bool plain_http;         /* tcp: plain HTTP, no TLS (a Docker engine without
+                                    DOCKER_TLS_VERIFY); never for kilnd */
 };
 
 struct kiln_cli_http_response {
@@ -55,6 +66,14 @@ void kiln_cli_http_response_release(struct kiln_cli_http_response *r);
 int kiln_cli_http_request(const struct kiln_cli_http_target *t, const char *method,
                           const char *path, const char *body, size_t body_len, uint64_t timeout_ms,
                           struct kiln_cli_http_response *resp, struct kiln_error **err);
+
+/* The answer parser the exchanges use, on bytes in memory (tests and the
+ * fuzz target): data is one answer to a GET, fed in pieces of at most piece
+ * bytes (0: all at once); ended says the connection closed after it. 0 with
+ * *resp filled (its body at most KILN_LIMIT_API_RESPONSE bytes), -EAGAIN
+ * when data is an incomplete answer and !ended, or the exchange's error. */
+int kiln_cli_http_parse_answer(const char *data, size_t n, size_t piece, bool ended,
+                               struct kiln_cli_http_response *resp, struct kiln_error **err);
 
 /* GET path; a 2xx answer must be a JSON object, returned in *ret (a new
  * reference). A 4xx/5xx answer fails with the daemon's error message. */
@@ -78,8 +97,10 @@ struct kiln_cli_http_body {
         void *userdata;
 };
 
-/* Sends a request whose body body->read produces while curl sends it, so
- * that a large body is never held in memory. A 2xx answer (at most
+/* Sends a request whose body body->read produces while it is sent, so
+ * that a large body is never held in memory. When the daemon answers
+ * before the body is all sent (an error, typically), sending stops and
+ * that answer is what counts. A 2xx answer (at most
  * max_answer bytes, else -E2BIG) must be a JSON object, returned in *ret (a
  * new reference); a 4xx/5xx answer fails with the daemon's error message.
  * timeout_ms bounds the whole exchange. */
@@ -135,3 +156,8 @@ int kiln_cli_http_stream(const struct kiln_cli_http_target *t, const char *metho
                          const char *body, size_t body_len, uint64_t timeout_ms,
                          int (*on_event)(json_t *event, void *userdata, struct kiln_error **err),
                          void *userdata, struct kiln_error **err);
+
+/* s percent-encoded for a URL's query or path segment: every byte but
+ * RFC 3986's unreserved ones (ALPHA DIGIT - . _ ~) becomes %XX. Never NULL;
+ * caller frees. */
+char *kiln_cli_http_escape(const char *s);

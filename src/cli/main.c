@@ -4,7 +4,6 @@
  * table and a cmd-<verb>.c; this file reads the global options, finds the
  * row, and turns a failure into "ERROR: ..." and exit status 1.
  */
-#include <curl/curl.h>
 #include <pwd.h>
 
 #include "base/fs.h"
@@ -181,11 +180,5 @@ int main(int argc, char **argv)
         }
         cli.config_dir = dir;
 
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-                fprintf(stderr, "ERROR: cannot initialise libcurl\n");
-                return 1;
-        }
-        r = run_command(&cli, cmd, argc - i, argv + i);
-        curl_global_cleanup();
-        return r;
+        return run_command(&cli, cmd, argc - i, argv + i);
 }

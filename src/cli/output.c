@@ -5,7 +5,6 @@
  * whose bytes come back (oci, docker, tar, local): a file replaced
  * atomically, stdout, a directory extracted safely, or `docker load`.
  */
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -395,14 +394,6 @@ static bool in_path(const char *prog)
         return false;
 }
 
-static size_t discard_body(char *data, size_t size, size_t nmemb, void *userdata)
-{
-        struct kiln_buf *b = userdata;
-
-        (void) kiln_buf_append(b, data, size * nmemb); /* beyond its max: cut */
-        return size * nmemb;
-}
-
 int kiln_cli_docker_check(const char *host, struct kiln_error **err)
 {
         static const char hint[] = "build with -o type=oci,dest=FILE or -o type=docker,dest=FILE "
@@ -411,13 +402,10 @@ int kiln_cli_docker_check(const char *host, struct kiln_error **err)
                 .kind = _KILN_CONFIG_ADDRESS_KIND_INVALID
         };
         _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
-        _cleanup_free_ char *url = NULL, *ca = NULL, *cert = NULL, *key = NULL;
-        struct kiln_buf body = KILN_BUF_INIT(256);
-        char errbuf[CURL_ERROR_SIZE] = "";
+        _cleanup_(kiln_cli_http_response_release) struct kiln_cli_http_response resp = { 0 };
+        _cleanup_free_ char *ca = NULL, *cert = NULL, *key = NULL;
         const char *tls = getenv("DOCKER_TLS_VERIFY");
-        long status = 0;
-        CURLcode c;
-        CURL *curl;
+        struct kiln_cli_http_target t = { .address = host, .plain_http = true };
         int r;
 
         if (!in_path("docker"))
@@ -434,73 +422,44 @@ int kiln_cli_docker_check(const char *host, struct kiln_error **err)
                 return kiln_error_set(err, -EHOSTDOWN,
                                       "--load: no Docker engine answers at %s (%s): %s", host,
                                       kiln_error_message(e), hint);
-        curl = curl_easy_init();
-        if (!curl)
-                return kiln_error_set(err, -ENOMEM, "out of memory");
-        if (a.kind == KILN_CONFIG_ADDRESS_UNIX) {
-                url = kiln_xstrdup("http://localhost/_ping");
-                (void) curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, a.path);
-        } else {
-                _cleanup_free_ char *h =
-                        strchr(a.host, ':') ? kiln_xasprintf("[%s]", a.host) : kiln_xstrdup(a.host);
+        if (a.kind == KILN_CONFIG_ADDRESS_TCP && tls && tls[0]) {
+                const char *certs = getenv("DOCKER_CERT_PATH");
+                const char *home = getenv("HOME");
+                _cleanup_free_ char *dir =
+                        certs && certs[0]
+                                ? kiln_xstrdup(certs)
+                                : kiln_xasprintf("%s/.docker", home && home[0] ? home : "");
 
-                if (tls && tls[0]) {
-                        const char *certs = getenv("DOCKER_CERT_PATH");
-                        const char *home = getenv("HOME");
-                        _cleanup_free_ char *dir =
-                                certs && certs[0]
-                                        ? kiln_xstrdup(certs)
-                                        : kiln_xasprintf("%s/.docker", home && home[0] ? home : "");
-
-                        ca = kiln_xasprintf("%s/ca.pem", dir);
-                        cert = kiln_xasprintf("%s/cert.pem", dir);
-                        key = kiln_xasprintf("%s/key.pem", dir);
-                        (void) curl_easy_setopt(curl, CURLOPT_CAINFO, ca);
-                        (void) curl_easy_setopt(curl, CURLOPT_SSLCERT, cert);
-                        (void) curl_easy_setopt(curl, CURLOPT_SSLKEY, key);
-                }
-                url = kiln_xasprintf("%s://%s:%s/_ping", tls && tls[0] ? "https" : "http",
-                                     h[0] ? h : "localhost", a.port);
+                ca = kiln_xasprintf("%s/ca.pem", dir);
+                cert = kiln_xasprintf("%s/cert.pem", dir);
+                key = kiln_xasprintf("%s/key.pem", dir);
+                t = (struct kiln_cli_http_target){
+                        .address = host, .ca_file = ca, .cert_file = cert, .key_file = key
+                };
         }
-        (void) curl_easy_setopt(curl, CURLOPT_URL, url);
-        (void) curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-        (void) curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-        (void) curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-        (void) curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) KILN_CLI_DOCKER_PING_TIMEOUT_MS);
-        (void) curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_body);
-        (void) curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-        (void) curl_easy_setopt(curl, CURLOPT_USERAGENT, "kiln");
-        c = curl_easy_perform(curl);
-        if (c == CURLE_OK)
-                (void) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-        curl_easy_cleanup(curl);
-        if (c != CURLE_OK) {
-                const char *cause = errbuf[0] ? errbuf : curl_easy_strerror(c);
-
-                /* curl speaks of "localhost port 80" for a unix socket */
+        r = kiln_cli_http_request(&t, "GET", "/_ping", NULL, 0, KILN_CLI_DOCKER_PING_TIMEOUT_MS,
+                                  &resp, &e);
+        if (r < 0) {
                 if (a.kind == KILN_CONFIG_ADDRESS_UNIX && access(a.path, F_OK) < 0)
-                        r = kiln_error_set(err, -EHOSTDOWN,
-                                           "--load: no Docker engine answers at %s (no socket at "
-                                           "'%s'): %s",
-                                           host, a.path, hint);
-                else if (a.kind == KILN_CONFIG_ADDRESS_UNIX && c == CURLE_COULDNT_CONNECT)
-                        r = kiln_error_set(err, -EHOSTDOWN,
-                                           "--load: no Docker engine answers at %s (connection "
-                                           "refused on '%s'): %s",
-                                           host, a.path, hint);
-                else
-                        r = kiln_error_set(err, -EHOSTDOWN,
-                                           "--load: no Docker engine answers at %s (%s): %s", host,
-                                           cause, hint);
-        } else if (status != 200)
-                r = kiln_error_set(err, -EHOSTDOWN,
-                                   "--load: no Docker engine answers at %s (GET /_ping answered "
-                                   "%ld): %s",
-                                   host, status, hint);
-        else
-                r = 0;
-        kiln_buf_release(&body);
-        return r;
+                        return kiln_error_set(err, -EHOSTDOWN,
+                                              "--load: no Docker engine answers at %s (no socket "
+                                              "at '%s'): %s",
+                                              host, a.path, hint);
+                if (a.kind == KILN_CONFIG_ADDRESS_UNIX && r == -ECONNREFUSED)
+                        return kiln_error_set(err, -EHOSTDOWN,
+                                              "--load: no Docker engine answers at %s (connection "
+                                              "refused on '%s'): %s",
+                                              host, a.path, hint);
+                return kiln_error_set(err, -EHOSTDOWN,
+                                      "--load: no Docker engine answers at %s (%s): %s", host,
+                                      kiln_error_message(e), hint);
+        }
+        if (resp.status != 200)
+                return kiln_error_set(err, -EHOSTDOWN,
+                                      "--load: no Docker engine answers at %s (GET /_ping answered "
+                                      "%ld): %s",
+                                      host, resp.status, hint);
+        return 0;
 }
 
 /* ---- output writers ---- */

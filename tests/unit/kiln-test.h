@@ -13,6 +13,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <dirent.h>
 #include <string.h>
 
 #define KILN_TEST_SKIP 77
@@ -67,3 +68,20 @@ struct kiln_test {
                 if (_r < 0)                                                          \
                         KILN_TEST_FAIL("%s: %jd (%s)", #r, _r, strerror((int) -_r)); \
         } while (0)
+
+
+/* Open file descriptors of the process (its entries in /proc/self/fd, the
+ * directory's own included), -1 when they cannot be counted: equal before
+ * and after, nothing leaked. */
+static inline int kiln_test_count_fds(void)
+{
+        DIR *d = opendir("/proc/self/fd");
+        int n = 0;
+
+        if (!d)
+                return -1;
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n;
+}

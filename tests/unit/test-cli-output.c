@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <archive.h>
 #include <archive_entry.h>
-#include <curl/curl.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -713,7 +712,6 @@ TEST(output_docker_check)
         int r = 0;
 
         ASSERT_TRUE(d != NULL);
-        curl_global_init(CURL_GLOBAL_DEFAULT);
         /* no docker program: said so, before anything else */
         setenv("PATH", d, 1);
         ASSERT_EQ_INT(kiln_cli_docker_check("unix:///nonexistent.sock", &err), -ENOENT);
@@ -832,7 +830,6 @@ TEST(output_export_download)
         size_t fds;
 
         ASSERT_TRUE(d != NULL);
-        curl_global_init(CURL_GLOBAL_DEFAULT);
         fds = fd_count();
         path = kiln_xasprintf("%s/out.tar", d);
         ASSERT_EQ_INT(download(d,

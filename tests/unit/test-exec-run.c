@@ -393,18 +393,6 @@ TEST(cancel_before_start)
         return 0;
 }
 
-static size_t count_fds(void)
-{
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *de;
-        size_t n = 0;
-        while (d && (de = readdir(d)))
-                n++;
-        if (d)
-                closedir(d);
-        return n;
-}
-
 TEST(hosts_resolv_conf_and_mounts)
 {
         REQUIRE_ROOT();
@@ -439,7 +427,7 @@ TEST(hosts_resolv_conf_and_mounts)
                 _cleanup_(output_release) struct output o;
                 _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
                 int code = -1;
-                size_t fds = count_fds();
+                int fds = kiln_test_count_fds();
                 int r = run(&e, rt, &p, &o, NULL, &code, &err);
                 if (r < 0)
                         KILN_TEST_FAIL("%s: %s", rt, kiln_error_message(err));
@@ -451,7 +439,7 @@ TEST(hosts_resolv_conf_and_mounts)
                                          "from host\n"
                                          "ro\n"
                                          "t\n");
-                ASSERT_EQ_INT(count_fds(), fds); /* nothing leaked */
+                ASSERT_EQ_INT(kiln_test_count_fds(), fds); /* nothing leaked */
                 _cleanup_free_ char *newf = kiln_xasprintf("%s/new", shared);
                 ASSERT_TRUE(access(newf, F_OK) < 0);
                 ASSERT_TRUE(state_is_clean(&e));

@@ -355,19 +355,6 @@ static int check_layers(struct fixture *f, const struct kiln_content_manifest *m
         return 0;
 }
 
-static int count_fds(void)
-{
-        DIR *d = opendir("/proc/self/fd");
-        int n = 0;
-
-        if (!d)
-                return -1;
-        while (readdir(d))
-                n++;
-        closedir(d);
-        return n;
-}
-
 /* Entries of <root>/content/ingest besides . and .. */
 static int count_ingests(struct fixture *f)
 {
@@ -404,7 +391,7 @@ TEST(three_layers_gzip_oci)
         struct kiln_content_manifest *m = NULL;
         struct kiln_content_config *c = NULL;
         struct statuses st = { 0 };
-        int r = setup(), fds = count_fds();
+        int r = setup(), fds = kiln_test_count_fds();
 
         if (r)
                 return r;
@@ -483,8 +470,8 @@ fail:
         kiln_content_config_free(c);
         kiln_export_image_result_release(&res);
         fixture_done(&f);
-        if (r == 0 && count_fds() != fds) {
-                printf("# %d open fds before, %d after\n", fds, count_fds());
+        if (r == 0 && kiln_test_count_fds() != fds) {
+                printf("# %d open fds before, %d after\n", fds, kiln_test_count_fds());
                 r = -1;
         }
         return r;

@@ -232,20 +232,6 @@ static int close_fd(int fd)
         return -1;
 }
 
-static unsigned count_fds(void)
-{
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *de;
-        unsigned n = 0;
-
-        if (!d)
-                return 0;
-        while ((de = readdir(d)))
-                n++;
-        closedir(d);
-        return n;
-}
-
 static int tree_to(const char *dir, const struct kiln_export_tar_options *o, struct sink *s,
                    struct kiln_error **e)
 {
@@ -660,13 +646,13 @@ TEST(tree_order_types_links)
         _cleanup_free_ char *names = NULL;
         struct sink s = SINK_INIT, s2 = SINK_INIT;
         const struct tentry *x;
-        unsigned fds;
+        int fds;
 
         ASSERT_TRUE(t);
         ASSERT_OK(make_tree(t));
-        fds = count_fds();
+        fds = kiln_test_count_fds();
         ASSERT_OK(tree_to(t, NULL, &s, &e));
-        ASSERT_EQ_INT(count_fds(), fds);
+        ASSERT_EQ_INT(kiln_test_count_fds(), fds);
         ASSERT_OK(read_tar(s.b.data, s.b.len, &l));
         names = tnames(&l);
         /* bytewise per directory, a directory before its contents, the
@@ -726,7 +712,7 @@ TEST(tree_sink_error_stops_walk)
         _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
         _cleanup_free_ char *big = kiln_xcalloc(1, 1u << 20);
         struct sink s = SINK_INIT;
-        unsigned fds;
+        int fds;
 
         ASSERT_TRUE(t);
         for (int i = 0; i < 8; i++) {
@@ -739,11 +725,11 @@ TEST(tree_sink_error_stops_walk)
                 ASSERT_OK(kiln_write_file_replace(p, big, 1u << 20, 0644));
         }
         s.fail_at = 3;
-        fds = count_fds();
+        fds = kiln_test_count_fds();
         ASSERT_EQ_INT(tree_to(t, NULL, &s, &e), -ENOSPC);
         ASSERT_STREQ(kiln_error_message(e), "write 'out.tar': no space left");
         ASSERT_EQ_INT(s.calls, 3);
-        ASSERT_EQ_INT(count_fds(), fds);
+        ASSERT_EQ_INT(kiln_test_count_fds(), fds);
         kiln_buf_release(&s.b);
         return 0;
 }
@@ -1045,7 +1031,7 @@ static int diff_flow(enum kiln_snapshot_driver d, struct diff_result *res)
         _cleanup_close_ int out_fd = -1, view_fd = -1;
         struct kiln_export_tar_options o = { .has_epoch = true, .epoch = 1234567890 };
         struct kiln_snapshot_info info;
-        unsigned fds;
+        int fds;
         int r;
 
         if (!root)
@@ -1064,7 +1050,7 @@ static int diff_flow(enum kiln_snapshot_driver d, struct diff_result *res)
             layer(s, id1, mnt, change_layer, &id2) < 0 || layer(s, id2, mnt, third_layer, &id3) < 0)
                 return -1;
 
-        fds = count_fds();
+        fds = kiln_test_count_fds();
         r = kiln_export_tar_diff(s, id1, &o, sink_write, &res->base, &e);
         if (r >= 0)
                 r = kiln_export_tar_diff(s, id2, &o, sink_write, &res->diff, &e);
@@ -1074,7 +1060,7 @@ static int diff_flow(enum kiln_snapshot_driver d, struct diff_result *res)
                 printf("# %s\n", kiln_error_message(e));
                 return r;
         }
-        if (count_fds() != fds) {
+        if (kiln_test_count_fds() != fds) {
                 printf("# descriptors leaked\n");
                 return -1;
         }
@@ -1209,7 +1195,7 @@ static int diff_errors(enum kiln_snapshot_driver d)
         _cleanup_free_ char *dir = NULL, *mnt = NULL, *id1 = NULL, *id2 = NULL, *id3 = NULL;
         struct kiln_snapshot_info info;
         struct sink k = SINK_INIT;
-        unsigned fds;
+        int fds;
         int r;
 
         if (!root)
@@ -1229,12 +1215,12 @@ static int diff_errors(enum kiln_snapshot_driver d)
 
         /* the first write fails: nothing more is written, all is undone */
         k.fail_at = 1;
-        fds = count_fds();
+        fds = kiln_test_count_fds();
         r = kiln_export_tar_diff(s, id3, NULL, sink_write, &k, &e);
         ASSERT_EQ_INT(r, -ENOSPC);
         ASSERT_STREQ(kiln_error_message(e), "write 'out.tar': no space left");
         ASSERT_EQ_INT(k.calls, 1);
-        ASSERT_EQ_INT(count_fds(), fds);
+        ASSERT_EQ_INT(kiln_test_count_fds(), fds);
         ASSERT_OK(kiln_snapshot_info(s, id3, &info));
         ASSERT_EQ_INT(info.uses, 0);
         kiln_snapshot_info_release(&info);

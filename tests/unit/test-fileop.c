@@ -791,18 +791,6 @@ TEST(copy_depth_limit_and_cancel)
         return 0;
 }
 
-static int count_fds(void)
-{
-        DIR *d = opendir("/proc/self/fd");
-        int n = 0;
-        if (!d)
-                return -1;
-        while (readdir(d))
-                n++;
-        closedir(d);
-        return n;
-}
-
 /* Success and failure paths alike close what they open. */
 TEST(no_fd_leaks)
 {
@@ -817,7 +805,7 @@ TEST(no_fd_leaks)
         ASSERT_OK(linkat(t.src, "d/a.txt", t.src, "d/s/hl", 0));
         ASSERT_OK(symlinkat("a.txt", t.src, "d/l"));
         ASSERT_OK(put(t.dest, "blocker", "x", 0644));
-        before = count_fds();
+        before = kiln_test_count_fds();
 
         a = copy_action("/d", "/o");
         a.copy.exclude_patterns = (struct kiln_llb_strv){ excl, 1 };
@@ -838,7 +826,7 @@ TEST(no_fd_leaks)
         /* "l" dangles once "a.txt" is gone: os.Stat calls it missing. */
         r.rm.allow_not_found = true;
         ASSERT_OK(apply(&r, &t, NULL));
-        ASSERT_EQ_INT(count_fds(), before);
+        ASSERT_EQ_INT(kiln_test_count_fds(), before);
         return 0;
 }
 
