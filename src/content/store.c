@@ -27,6 +27,14 @@
  * writing them back, so the fsync at commit finds little left to do and the
  * disk works while the network does. */
 #define INGEST_WRITEBACK_STEP ((uint64_t) 4 << 20)
+/* A blob of known size at least this large gets its disk space reserved
+ * (fallocate, size unchanged) ahead of the writes, a step at a time: the
+ * writes then land in allocated extents instead of each page taking a
+ * delayed-allocation reservation (ext4: about a sixth of the system time
+ * of a pull), and the blob is laid out in one piece. A step bounds what a
+ * descriptor that lies about its size can reserve before the bytes come. */
+#define INGEST_PREALLOC_MIN  ((uint64_t) 1 << 20)
+#define INGEST_PREALLOC_STEP ((uint64_t) 16 << 20)
 
 struct watcher {
         struct watcher *next;
@@ -63,6 +71,8 @@ struct kiln_content_ingest {
         int64_t size;
         uint64_t offset;
         uint64_t writeback; /* bytes before this already sent to writeback */
+        uint64_t prealloc;  /* bytes before this reserved on disk */
+        bool no_prealloc;   /* the file system cannot reserve: stop asking */
         int fd;
         char name[INGEST_NAME_LEN + 1];
         struct kiln_sha256 *sha;
@@ -531,6 +541,24 @@ int kiln_content_ingest_begin(struct kiln_content_store *s, const char *digest, 
         return 1;
 }
 
+/* Reserves the disk space of the next step of a large blob (see
+ * INGEST_PREALLOC_STEP); a failure only ends the reserving. */
+static void ingest_prealloc(struct kiln_content_ingest *in, uint64_t end)
+{
+        while (!in->no_prealloc && in->size >= (int64_t) INGEST_PREALLOC_MIN &&
+               end > in->prealloc && in->prealloc < (uint64_t) in->size) {
+                uint64_t len = (uint64_t) in->size - in->prealloc;
+
+                if (len > INGEST_PREALLOC_STEP)
+                        len = INGEST_PREALLOC_STEP;
+                if (fallocate(in->fd, FALLOC_FL_KEEP_SIZE, (off_t) in->prealloc, (off_t) len) < 0) {
+                        in->no_prealloc = true;
+                        return;
+                }
+                in->prealloc += len;
+        }
+}
+
 int kiln_content_ingest_write(struct kiln_content_ingest *in, const void *p, size_t n,
                               struct kiln_error **err)
 {
@@ -549,6 +577,7 @@ int kiln_content_ingest_write(struct kiln_content_ingest *in, const void *p, siz
                 ingest_fail(in);
                 return r;
         }
+        ingest_prealloc(in, in->offset + n);
         while (left > 0) {
                 ssize_t w = write(in->fd, c, left);
 
