@@ -10,11 +10,13 @@
  * Each step moves the build's local source along its states (daemon-
  * internal.h, kiln_daemon_build_local) under the build's lock. The tar is
  * never held in memory: server.c streams the PUT body into an unnamed file
- * under <root>/local/tmp (opened here, when the headers are in), and once
- * it is complete an operation applies it (receive and finish of
- * source/local.h) on a worker thread, hands the context to the waiting
- * build and answers {"files","bytes"}. The entry list is parsed on a worker
- * thread too: it may hold a million entries.
+ * under <root>/local/tmp (opened here, when the headers are in), and a
+ * thread applies it as it arrives (receive of source/local.h reads the
+ * file up to what has been written); once the body is complete an
+ * operation waits for that thread, finishes the transfer, hands the
+ * context to the waiting build and answers {"files","bytes"}. A PUT cut
+ * short fails the source: its tar was partly applied. The entry list is
+ * parsed on a worker thread too: it may hold a million entries.
  *
  * These operations are not counted against the daemon's operation limit:
  * each belongs to a build that is, and one build has at most one of them
@@ -22,6 +24,8 @@
  */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -381,23 +385,180 @@ static int entries_run(struct kiln_daemon_op *op, void *args, struct kiln_error 
 
 /* ---- PUT: the tar ---- */
 
+/* The tar applied while it arrives: the thread reads fd up to `written`,
+ * waiting for more until the body is complete (or the upload aborted). */
+struct upload_stream {
+        pthread_mutex_t lock;
+        pthread_cond_t cond; /* more written, complete, or aborted */
+        uint64_t written;
+        bool complete;
+        bool aborted;
+        atomic_bool cancel;
+        int fd;          /* its own descriptor of the upload file */
+        uint64_t offset; /* read so far: the thread's */
+        struct kiln_source_local_transfer *transfer;
+        pthread_t thread;
+        bool started;
+        /* The thread's outcome, read once it is joined. */
+        int r;
+        struct kiln_error *err;
+        struct kiln_source_local_receive_stats stats;
+};
+
+static ssize_t stream_read(void *userdata, void *buf, size_t n)
+{
+        struct upload_stream *s = userdata;
+        uint64_t avail;
+        ssize_t k;
+
+        pthread_mutex_lock(&s->lock);
+        while (s->offset == s->written && !s->complete && !s->aborted)
+                pthread_cond_wait(&s->cond, &s->lock);
+        avail = s->written - s->offset;
+        if (s->aborted) {
+                pthread_mutex_unlock(&s->lock);
+                return -ECANCELED;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (avail == 0)
+                return 0; /* complete */
+        do
+                k = pread(s->fd, buf, avail < n ? (size_t) avail : n, (off_t) s->offset);
+        while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return -errno;
+        if (k == 0)
+                return -EIO; /* written, yet not there */
+        s->offset += (uint64_t) k;
+        return k;
+}
+
+static void *stream_main(void *userdata)
+{
+        struct upload_stream *s = userdata;
+
+        s->r = kiln_source_local_transfer_receive(s->transfer, stream_read, s, &s->cancel,
+                                                  &s->stats, &s->err);
+        return NULL;
+}
+
+/* The body is complete (or, aborted, never will be): the thread reads the
+ * rest, or stops. */
+static void stream_end(struct upload_stream *s, bool aborted)
+{
+        pthread_mutex_lock(&s->lock);
+        if (aborted) {
+                s->aborted = true;
+                atomic_store(&s->cancel, true);
+        } else
+                s->complete = true;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+}
+
+static void stream_join(struct upload_stream *s)
+{
+        if (s->started) {
+                (void) pthread_join(s->thread, NULL);
+                s->started = false;
+        }
+}
+
+static struct upload_stream *stream_free(struct upload_stream *s)
+{
+        if (!s)
+                return NULL;
+        if (s->started) {
+                stream_end(s, true);
+                stream_join(s);
+        }
+        kiln_source_local_transfer_free(s->transfer);
+        kiln_error_free(s->err);
+        if (s->fd >= 0)
+                (void) close(s->fd);
+        pthread_cond_destroy(&s->cond);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        return NULL;
+}
+
+/* Takes the transfer and starts applying what fd will hold. NULL when no
+ * thread starts (the transfer stays the caller's). */
+static struct upload_stream *stream_start(struct kiln_source_local_transfer **transfer, int fd)
+{
+        struct upload_stream *s = kiln_xcalloc(1, sizeof(*s));
+
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->cond, NULL);
+        s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        s->transfer = *transfer;
+        if (s->fd < 0 || pthread_create(&s->thread, NULL, stream_main, s) != 0) {
+                s->transfer = NULL;
+                return stream_free(s);
+        }
+        s->started = true;
+        *transfer = NULL;
+        return s;
+}
+
+/* The source of b named name fails with the reason (an upload cut short
+ * has been partly applied: no other tar can follow it). */
+static void local_fail(struct kiln_daemon_build *b, const char *name,
+                       enum kiln_daemon_local_state from, int r, const char *why)
+{
+        struct kiln_daemon_build_local *l;
+
+        pthread_mutex_lock(&b->lock);
+        l = kiln_daemon_build_local_find(b, name);
+        if (l && l->state == from && !b->closed) {
+                free(l->error);
+                l->error = kiln_xasprintf("context '%s': %s", name, why);
+                l->error_code = r;
+                kiln_daemon_build_local_set_state(b, l, KILN_DAEMON_LOCAL_FAILED);
+        }
+        pthread_mutex_unlock(&b->lock);
+}
+
 struct upload_done_data {
         struct kiln_daemon_build *b;
         char *name;
+        struct upload_stream *stream; /* until the operation takes it */
 };
 
+void kiln_daemon_context_upload_wrote(struct kiln_daemon_request *req, size_t n)
+{
+        struct upload_done_data *u = req->data;
+        struct upload_stream *s = u ? u->stream : NULL;
+
+        if (!s)
+                return;
+        pthread_mutex_lock(&s->lock);
+        s->written += n;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+}
+
 /* The PUT request is over: if its tar never reached an operation (the
- * client went away, or a write failed), the source waits for another. */
+ * client went away, or a write failed), the source fails when the tar was
+ * being applied, and waits for another one when it was not yet. */
 static void upload_done(struct kiln_daemon_request *req, void *data)
 {
         struct upload_done_data *u = data;
-        struct kiln_daemon_build_local *l;
 
-        pthread_mutex_lock(&u->b->lock);
-        l = kiln_daemon_build_local_find(u->b, u->name);
-        if (l && l->state == KILN_DAEMON_LOCAL_UPLOADING && !u->b->closed)
-                kiln_daemon_build_local_set_state(u->b, l, KILN_DAEMON_LOCAL_ENTRIES);
-        pthread_mutex_unlock(&u->b->lock);
+        if (u->stream) {
+                u->stream = stream_free(u->stream);
+                local_fail(u->b, u->name, KILN_DAEMON_LOCAL_UPLOADING, -ECONNRESET,
+                           req->upload_error ? req->upload_error
+                                             : "the upload ended before its tar was complete");
+        } else {
+                struct kiln_daemon_build_local *l;
+
+                pthread_mutex_lock(&u->b->lock);
+                l = kiln_daemon_build_local_find(u->b, u->name);
+                if (l && l->state == KILN_DAEMON_LOCAL_UPLOADING && !u->b->closed)
+                        kiln_daemon_build_local_set_state(u->b, l, KILN_DAEMON_LOCAL_ENTRIES);
+                pthread_mutex_unlock(&u->b->lock);
+        }
         kiln_daemon_build_unref(u->b);
         free(u->name);
         free(u);
@@ -458,6 +619,13 @@ unsigned kiln_daemon_context_upload_begin(struct kiln_daemon *d, struct kiln_dae
                 return MHD_HTTP_INTERNAL_SERVER_ERROR; /* upload_done resets the state */
         }
         req->upload_fd = fd;
+        pthread_mutex_lock(&b->lock);
+        u->stream = stream_start(&l->transfer, fd);
+        pthread_mutex_unlock(&b->lock);
+        if (!u->stream) {
+                *message = kiln_xstrdup("cannot start applying the upload");
+                return MHD_HTTP_INTERNAL_SERVER_ERROR; /* upload_done resets the state */
+        }
         log_debug_f(KILN_FIELDS({ "build", b->id }, { "name", name }), "receiving context tar");
         return 0;
 }
@@ -465,8 +633,7 @@ unsigned kiln_daemon_context_upload_begin(struct kiln_daemon *d, struct kiln_dae
 struct upload_args {
         struct kiln_daemon_build *b;
         char *name;
-        int fd;
-        struct kiln_source_local_transfer *transfer;
+        struct upload_stream *stream;
         bool ran;
 };
 
@@ -474,22 +641,12 @@ static void upload_args_free(void *p)
 {
         struct upload_args *a = p;
 
-        if (!a->ran) {
-                /* The operation never started: the transfer goes back to
-                 * the build, which waits for another tar. */
-                struct kiln_daemon_build_local *l;
-
-                pthread_mutex_lock(&a->b->lock);
-                l = kiln_daemon_build_local_find(a->b, a->name);
-                if (l && l->state == KILN_DAEMON_LOCAL_RECEIVING && !a->b->closed) {
-                        l->transfer = TAKE_PTR(a->transfer);
-                        kiln_daemon_build_local_set_state(a->b, l, KILN_DAEMON_LOCAL_ENTRIES);
-                }
-                pthread_mutex_unlock(&a->b->lock);
-        }
-        kiln_source_local_transfer_free(a->transfer);
-        if (a->fd >= 0)
-                (void) close(a->fd);
+        a->stream = stream_free(a->stream);
+        if (!a->ran)
+                /* The operation never started: the tar, partly applied,
+                 * will not be finished. */
+                local_fail(a->b, a->name, KILN_DAEMON_LOCAL_RECEIVING, -ECANCELED,
+                           "the upload was not applied");
         kiln_daemon_build_unref(a->b);
         free(a->name);
         free(a);
@@ -508,15 +665,14 @@ static int upload_run(struct kiln_daemon_op *op, void *args, struct kiln_error *
         int r = 0;
 
         a->ran = true;
-        if (lseek(a->fd, 0, SEEK_SET) < 0)
-                r = kiln_error_set(&err, -errno, "read the upload back: %s", strerror(errno));
+        /* The body is complete: the thread applying it reads what is left. */
+        stream_join(a->stream);
+        r = a->stream->r;
+        err = TAKE_PTR(a->stream->err);
+        stats = a->stream->stats;
         if (r >= 0)
-                r = kiln_source_local_transfer_receive_fd(a->transfer, a->fd, cancel, &stats, &err);
-        (void) close(a->fd);
-        a->fd = -1;
-        if (r >= 0)
-                r = kiln_source_local_transfer_finish(a->transfer, cancel, &ctx, &err);
-        a->transfer = kiln_source_local_transfer_free(a->transfer);
+                r = kiln_source_local_transfer_finish(a->stream->transfer, cancel, &ctx, &err);
+        a->stream = stream_free(a->stream);
         if (r >= 0 && kiln_api_context_upload_result_to_json(stats.files, stats.bytes, &j) < 0)
                 r = kiln_error_set(&err, -ENOMEM, "out of memory");
         if (r < 0)
@@ -607,7 +763,7 @@ static enum MHD_Result handle_upload(struct kiln_daemon *d, struct kiln_daemon_r
         struct upload_args *a;
         unsigned status;
 
-        if (!u || req->upload_fd < 0)
+        if (!u || !u->stream)
                 return kiln_daemon_respond_error(conn, method, url, MHD_HTTP_INTERNAL_SERVER_ERROR,
                                                  NULL, "the upload was not stored");
         if (req->upload_error)
@@ -621,15 +777,15 @@ static enum MHD_Result handle_upload(struct kiln_daemon *d, struct kiln_daemon_r
         a = NULL;
         if (status == 0) {
                 a = kiln_xcalloc(1, sizeof(*a));
-                a->transfer = TAKE_PTR(l->transfer);
+                a->stream = TAKE_PTR(u->stream);
         }
         pthread_mutex_unlock(&u->b->lock);
         if (status != 0)
                 return kiln_daemon_respond_error(conn, method, url, status, NULL, message);
 
+        stream_end(a->stream, false);
         a->b = kiln_daemon_build_ref(u->b);
         a->name = kiln_xstrdup(u->name);
-        a->fd = TAKE_FD(req->upload_fd);
         spec.ref = u->b->id;
         spec.fn = upload_run;
         spec.args = a;

@@ -448,9 +448,11 @@ enum MHD_Result kiln_daemon_handle_context(struct kiln_daemon *d, struct kiln_da
                                            struct MHD_Connection *conn, const char *method,
                                            const char *url);
 /* PUT, when its headers are in: checks the build and the state of the
- * source, then opens req->upload_fd (an unnamed file under
- * d->upload_dir). Returns 0, or an HTTP status with *message set (the
- * request is then refused before its body is read). */
+ * source, opens req->upload_fd (an unnamed file under d->upload_dir) and
+ * starts applying what it will hold. Returns 0, or an HTTP status with
+ * *message set (the request is then refused before its body is read). */
+/* server.c wrote n more bytes of the PUT body to req->upload_fd. */
+void kiln_daemon_context_upload_wrote(struct kiln_daemon_request *req, size_t n);
 unsigned kiln_daemon_context_upload_begin(struct kiln_daemon *d, struct kiln_daemon_request *req,
                                           struct MHD_Connection *conn, const char *url,
                                           char **message);

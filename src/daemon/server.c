@@ -286,6 +286,8 @@ static enum MHD_Result upload_chunk(struct kiln_daemon_request *req, const char 
 
                 if (r < 0)
                         req->upload_error = kiln_xasprintf("store the upload: %s", strerror(-r));
+                else
+                        kiln_daemon_context_upload_wrote(req, n);
         }
         return MHD_YES;
 }

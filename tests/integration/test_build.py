@@ -429,6 +429,47 @@ def test_cancelled_build_leaves_nothing_behind(builder, tmp_path):
     b.build(tmp_path, HELLO)
 
 
+def test_a_client_killed_mid_upload_leaves_the_daemon_working(builder, tmp_path):
+    """kilnd applies a context's tar while it arrives: a client gone half
+    way fails that build, drops the upload, and the next build of the same
+    context works."""
+    b = builder()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    b.build(empty, "FROM scratch\n")  # the daemon runs
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for i in range(12):  # 192 MB: the upload lasts long enough to be cut
+        (ctx / f"f{i}").write_bytes(bytes(16 << 20))
+    pid = b.cli.pid("b")
+    uploads = str(b.root / "local" / "tmp")
+
+    def uploading():
+        for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd).startswith(uploads):
+                    return True
+            except OSError:
+                pass
+        return False
+
+    dockerfile = tmp_path / "cut.Dockerfile"
+    dockerfile.write_text("FROM scratch\nCOPY . /ctx/\n")
+    proc = subprocess.Popen(b.cli.argv("build", "--progress", "plain", "-f", dockerfile,
+                                       str(ctx)),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=b.cli.env)
+    try:
+        wait_for(lambda: uploading() or proc.poll() is not None, "the context upload to start")
+        assert proc.poll() is None, "the build ended before its upload could be cut"
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not uploading(), "the cut upload to be dropped")
+    out = b.build(ctx, "FROM scratch\nCOPY . /ctx/\n").stderr
+    assert "DONE" in out
+
+
 def test_network_none_for_the_whole_build(builder, tmp_path):
     b = builder()
     p = b.build(tmp_path, "FROM alpine\nRUN cat /proc/net/dev\n", "--network", "none")
