@@ -26,18 +26,6 @@
 
 #define LAYER_TAR "application/vnd.oci.image.layer.v1.tar"
 
-static int count_fds(void)
-{
-        int n = 0;
-        DIR *d = opendir("/proc/self/fd");
-        if (!d)
-                return -1;
-        while (readdir(d))
-                n++;
-        closedir(d);
-        return n;
-}
-
 /* Every test that mounts runs as root in a private mount namespace (/
  * made rslave), so a failing test never leaves a mount on the host. */
 static int setup(void)
@@ -257,7 +245,7 @@ static void *unpack_thread(void *p)
 static int unpack_layers(enum kiln_snapshot_driver driver)
 {
         int r;
-        int fds = count_fds();
+        int fds = kiln_test_count_fds();
         struct fixture f = { 0 };
         int rc = -1;
         struct kiln_error *err = NULL;
@@ -386,8 +374,8 @@ out:
         free(id2);
         free(id3);
         fixture_done(&f);
-        if (rc == 0 && count_fds() != fds) {
-                printf("# %d fds before, %d after\n", fds, count_fds());
+        if (rc == 0 && kiln_test_count_fds() != fds) {
+                printf("# %d fds before, %d after\n", fds, kiln_test_count_fds());
                 rc = -1;
         }
         return rc;
@@ -535,7 +523,7 @@ TEST(http_download)
         int r = setup();
         if (r != 0)
                 return r;
-        int fds = count_fds();
+        int fds = kiln_test_count_fds();
         struct fixture f = { 0 };
         struct server srv = { .fd = -1 };
         int rc = -1;
@@ -661,8 +649,8 @@ out:
         if (server)
                 server_stop(&srv);
         fixture_done(&f);
-        if (rc == 0 && count_fds() != fds) {
-                printf("# %d fds before, %d after\n", fds, count_fds());
+        if (rc == 0 && kiln_test_count_fds() != fds) {
+                printf("# %d fds before, %d after\n", fds, kiln_test_count_fds());
                 rc = -1;
         }
         return rc;

@@ -17,18 +17,6 @@
 
 #define T0 1700000000000000000LL
 
-static int count_fds(void)
-{
-        int n = 0;
-        DIR *d = opendir("/proc/self/fd");
-        if (!d)
-                return -1;
-        while (readdir(d))
-                n++;
-        closedir(d);
-        return n;
-}
-
 struct fixture {
         char root[64];
         struct kiln_source_local_store *store;
@@ -204,7 +192,7 @@ static int checksum(struct kiln_source_local_context *c, const char *path, bool 
 TEST(round_trip_and_incremental)
 {
         struct fixture f = { 0 };
-        int fds = count_fds();
+        int fds = kiln_test_count_fds();
         ASSERT_OK(fixture_init(&f));
         int rc = -1;
         struct kiln_error *err = NULL;
@@ -351,8 +339,8 @@ out:
         kiln_source_local_context_unref(c3);
         kiln_error_free(err);
         fixture_done(&f);
-        if (rc == 0 && count_fds() != fds) {
-                printf("# %d fds before, %d after\n", fds, count_fds());
+        if (rc == 0 && kiln_test_count_fds() != fds) {
+                printf("# %d fds before, %d after\n", fds, kiln_test_count_fds());
                 rc = -1;
         }
         return rc;
