@@ -352,8 +352,8 @@ static int overlay_mount_legacy(const char *const *lowers, size_t n_lowers, cons
  * open then removes). Such a mount leaves <work>/work/incompat/volatile
  * behind, which would make the next mount of the same upper directory
  * fail: removed first. */
-static int overlay_mount(struct kiln_snapshot_store *s, const char *const *lowers,
-                         size_t n_lowers, const char *upper, const char *work, const char *target,
+static int overlay_mount(struct kiln_snapshot_store *s, const char *const *lowers, size_t n_lowers,
+                         const char *upper, const char *work, const char *target,
                          struct kiln_error **err)
 {
         bool v = upper && s->volatile_upper;

@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <dirent.h>
+#include <errno.h>
 #include <string.h>
 
 #define KILN_TEST_SKIP 77
@@ -69,7 +70,6 @@ struct kiln_test {
                         KILN_TEST_FAIL("%s: %jd (%s)", #r, _r, strerror((int) -_r)); \
         } while (0)
 
-
 /* Open file descriptors of the process (its entries in /proc/self/fd, the
  * directory's own included), -1 when they cannot be counted: equal before
  * and after, nothing leaked. */
@@ -82,6 +82,22 @@ static inline int kiln_test_count_fds(void)
                 return -1;
         while (readdir(d))
                 n++;
+        closedir(d);
+        return n;
+}
+
+/* Entries of directory dir besides "." and "..", or -errno. */
+static inline int kiln_test_count_entries(const char *dir)
+{
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        int n = 0;
+
+        if (!d)
+                return -errno;
+        while ((e = readdir(d)))
+                if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+                        n++;
         closedir(d);
         return n;
 }

@@ -817,8 +817,8 @@ TEST(http_tls_stream_download_and_cut)
                         r = kiln_cli_http_stream(&t, "GET", "/v1/events", NULL, 0, 0, on_event,
                                                  &events, &err);
                 else if (i == 1)
-                        r = kiln_cli_http_download(&t, "/x", 5000, 10, 1024, sink_count, &got,
-                                                   NULL, &err);
+                        r = kiln_cli_http_download(&t, "/x", 5000, 10, 1024, sink_count, &got, NULL,
+                                                   &err);
                 else {
                         r = kiln_cli_http_request(&t, "GET", "/x", NULL, 0, 5000, &resp, &err);
                         status = resp.status;

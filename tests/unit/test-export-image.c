@@ -359,16 +359,8 @@ static int check_layers(struct fixture *f, const struct kiln_content_manifest *m
 static int count_ingests(struct fixture *f)
 {
         _cleanup_free_ char *p = kiln_xasprintf("%s/content/ingest", f->root);
-        DIR *d = opendir(p);
-        struct dirent *e;
-        int n = 0;
 
-        if (!d)
-                return -1;
-        while ((e = readdir(d)))
-                n += !streq(e->d_name, ".") && !streq(e->d_name, "..");
-        closedir(d);
-        return n;
+        return kiln_test_count_entries(p);
 }
 
 static int blob_mtime(struct fixture *f, const char *digest, struct timespec *ret)
